@@ -1,0 +1,1 @@
+"""Segmented preference data: schema, segmenters, sources, tokenization, collation, datamodule."""
