@@ -1,0 +1,115 @@
+"""The HiPO loss: one preference term per named segment plus the whole-response term, fused by weights.
+
+With segments k = 0..S-1 (Rq, Mt, Ra by default) and the whole response as term S, for each pair
+
+    h_k  = [log pi(y_w,k) - log pi_ref(y_w,k)] - [log pi(y_l,k) - log pi_ref(y_l,k)]
+    loss = sum_{k=0..S} w_k * m_k * l(h_k)
+
+where log pi(y_.,k) sums the log-probs of segment k's tokens (each conditioned on everything before it), l is the
+per-term function of ``dpo.py`` (so every DPO variant applies per term) and m_k the term mask below.
+
+Empty segments. A term whose segment has no token on BOTH sides of a pair (count 0 for chosen and rejected) carries
+no preference signal (h_k = 0 identically, a constant l(0) = log 2 for DPO), so m_k = 0: it contributes nothing to
+that pair. The remaining weights are kept as they are, NOT renormalized over the present terms. Renormalizing would
+inflate a pair's loss on its other terms exactly because one of its segments is missing (a pair without Rq would
+put 0.25/0.75 more weight on Mt than a complete pair), so pairs with missing segments would pull harder on the
+shared parameters, and with learned weights the mask would couple the weights' gradients. Unrenormalized, each
+term's contribution is the same whether or not other segments exist, and a pair's loss never exceeds the full
+weighted sum. A segment empty on ONE side only is kept: its h_k compares a present segment with nothing (log-prob 0),
+which is a real preference between the two responses.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from hipo.losses.dpo import check_variant, preference_term_loss
+
+
+class HiPOOutput(NamedTuple):
+    """Per-pair HiPO results, S+1 terms (S segments, then the whole response).
+
+    Attributes:
+        losses: [B] weighted sum of the present terms per pair (not reduced).
+        term_losses: [B, S+1] unweighted l(h_k) per pair and term; 0 where the term is absent.
+        chosen_rewards: [B, S+1] beta * (log pi - log pi_ref) of the chosen response's segments, detached.
+        rejected_rewards: [B, S+1] the same for the rejected response, detached.
+        term_mask: [B, S+1] bool, True where the term is present (a token on at least one side).
+    """
+
+    losses: torch.Tensor
+    term_losses: torch.Tensor
+    chosen_rewards: torch.Tensor
+    rejected_rewards: torch.Tensor
+    term_mask: torch.Tensor
+
+
+def hipo_loss(
+    policy_chosen_seg_logps: torch.Tensor,
+    policy_rejected_seg_logps: torch.Tensor,
+    ref_chosen_seg_logps: torch.Tensor,
+    ref_rejected_seg_logps: torch.Tensor,
+    weights: torch.Tensor,
+    beta: float,
+    chosen_counts: torch.Tensor | None = None,
+    rejected_counts: torch.Tensor | None = None,
+    variant: str = "sigmoid",
+    label_smoothing: float = 0.0,
+) -> HiPOOutput:
+    """Segment-level preference loss of the module docstring, one value per pair, not reduced.
+
+    Args:
+        policy_chosen_seg_logps: [B, S+1] per-segment log-prob sums of the chosen responses; last column = whole.
+        policy_rejected_seg_logps: [B, S+1] the same for the rejected responses.
+        ref_chosen_seg_logps: [B, S+1] reference sums for the chosen responses.
+        ref_rejected_seg_logps: [B, S+1] reference sums for the rejected responses.
+        weights: [S+1] term weights in the same order (may require grad: learned weights).
+        beta: inverse temperature (> 0), shared by all terms.
+        chosen_counts: [B, S+1] token counts of the chosen cells, or None (every term present).
+        rejected_counts: [B, S+1] token counts of the rejected cells; given together with ``chosen_counts``.
+        variant: per-term function, see ``hipo.losses.dpo``.
+        label_smoothing: cDPO eps (``sigmoid``) or flip rate (``robust``).
+
+    Returns:
+        ``HiPOOutput``.
+
+    Raises:
+        ValueError: on inconsistent shapes (naming them), only one of the counts given, or an invalid setting.
+    """
+    check_variant(variant, beta, label_smoothing)
+    inputs = {
+        "policy_chosen_seg_logps": policy_chosen_seg_logps,
+        "policy_rejected_seg_logps": policy_rejected_seg_logps,
+        "ref_chosen_seg_logps": ref_chosen_seg_logps,
+        "ref_rejected_seg_logps": ref_rejected_seg_logps,
+    }
+    if (chosen_counts is None) != (rejected_counts is None):
+        raise ValueError("hipo_loss: pass both chosen_counts and rejected_counts, or neither")
+    if chosen_counts is not None and rejected_counts is not None:
+        inputs["chosen_counts"] = chosen_counts
+        inputs["rejected_counts"] = rejected_counts
+    shapes = {name: tuple(t.shape) for name, t in inputs.items()}
+    if policy_chosen_seg_logps.dim() != 2 or len(set(shapes.values())) != 1:
+        raise ValueError(f"hipo_loss expects 2-D [B, S+1] tensors of one shape; got {shapes}")
+    num_terms = policy_chosen_seg_logps.shape[1]
+    if tuple(weights.shape) != (num_terms,):
+        raise ValueError(f"hipo_loss: weights must have shape ({num_terms},) = [S+1]; got {tuple(weights.shape)}")
+
+    chosen_logratios = policy_chosen_seg_logps - ref_chosen_seg_logps
+    rejected_logratios = policy_rejected_seg_logps - ref_rejected_seg_logps
+    if chosen_counts is not None and rejected_counts is not None:
+        term_mask = (chosen_counts > 0) | (rejected_counts > 0)
+    else:
+        term_mask = torch.ones_like(chosen_logratios, dtype=torch.bool)
+    raw = preference_term_loss(chosen_logratios - rejected_logratios, beta, variant, label_smoothing)
+    term_losses = torch.where(term_mask, raw, torch.zeros_like(raw))
+    losses = (term_losses * weights).sum(dim=-1)
+    return HiPOOutput(
+        losses,
+        term_losses,
+        beta * chosen_logratios.detach(),
+        beta * rejected_logratios.detach(),
+        term_mask,
+    )

@@ -1,0 +1,287 @@
+"""``nn.Module`` wrappers of the pure losses, built by Hydra (``_target_``) and injected into the LightningModule.
+
+Each wrapper carries its hyper-parameters, splits the batch's per-segment log-probs ([N, S+1] ``SegmentLogps``) into
+the loss's inputs, reduces the per-example losses by their mean (plus any learned-weight penalty) and reports metrics
+keyed WITHOUT the ``train/`` / ``val/`` prefix (the LightningModule adds it):
+
+* paired losses (``paired = True``; rows 0..B-1 chosen, B..2B-1 rejected): ``rewards/margin/<name>`` and
+  ``rewards/accuracy/<name>`` for every segment and ``whole`` (the implicit per-segment rewards are informative even
+  for DPO, whose loss uses only the whole column); HiPO adds ``weight/<name>`` and ``term_loss/<name>`` (mean
+  unweighted term loss over the pairs where the term is present).
+* KTO (``paired = False``; rows 0..N-1 examples, N..N+K-1 mismatched KL pairs): ``kto/kl``, ``rewards/desirable``,
+  ``rewards/undesirable`` (mean beta * log-ratio of each class present in the batch).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from hipo.data.batch import TokenBatch
+from hipo.data.schema import DEFAULT_SEGMENTS
+from hipo.losses.dpo import check_variant, dpo_loss
+from hipo.losses.hipo import hipo_loss
+from hipo.losses.kto import kto_loss
+from hipo.losses.metrics import pair_metrics
+from hipo.losses.types import LossOutput, SegmentLogps
+from hipo.losses.weights import SegmentWeights
+
+WHOLE = "whole"
+
+
+class PreferenceLoss(nn.Module, ABC):
+    """Base class of the loss modules.
+
+    Args:
+        segment_names: the S named segments in column order (the last column of the log-probs is ``whole``).
+
+    Attributes:
+        paired: whether the loss consumes chosen/rejected pairs (else unpaired examples, as KTO).
+        term_names: ``segment_names + ["whole"]``, the metric names of the S+1 columns.
+    """
+
+    paired: ClassVar[bool]
+
+    def __init__(self, segment_names: Sequence[str]) -> None:
+        super().__init__()
+        if isinstance(segment_names, str):
+            raise ValueError(f"{type(self).__name__}: segment_names must be a list, not the string {segment_names!r}")
+        names = [str(n) for n in segment_names]
+        if len(set(names)) != len(names) or WHOLE in names or any(not n for n in names):
+            raise ValueError(f"{type(self).__name__}: segment_names must be distinct, non-empty, not 'whole'; {names}")
+        self.segment_names = names
+        self.term_names = [*names, WHOLE]
+
+    def check_logps(self, policy: SegmentLogps, reference: SegmentLogps) -> None:
+        """Raises ValueError unless policy and reference sums/counts are all [N, S+1] with equal counts."""
+        shapes = {
+            "policy.sums": tuple(policy.sums.shape),
+            "policy.counts": tuple(policy.counts.shape),
+            "reference.sums": tuple(reference.sums.shape),
+            "reference.counts": tuple(reference.counts.shape),
+        }
+        expected = len(self.term_names)
+        if policy.sums.dim() != 2 or len(set(shapes.values())) != 1 or policy.sums.shape[1] != expected:
+            raise ValueError(
+                f"{type(self).__name__}: expected [N, {expected}] log-probs for terms {self.term_names}; got {shapes}"
+            )
+        if not torch.equal(policy.counts, reference.counts):
+            raise ValueError(
+                f"{type(self).__name__}: policy and reference token counts differ (a stale reference cache or a "
+                "different tokenization?)"
+            )
+
+    @abstractmethod
+    def forward(self, policy: SegmentLogps, reference: SegmentLogps, batch: TokenBatch) -> LossOutput:
+        """The batch loss from the policy's and reference's per-segment log-probs [N, S+1]."""
+
+
+class PairedPreferenceLoss(PreferenceLoss):
+    """Base of the pairwise losses: rows 0..B-1 chosen, B..2B-1 rejected.
+
+    Args:
+        beta: inverse temperature of the implicit reward beta * (log pi - log pi_ref).
+        segment_names: the S named segments.
+    """
+
+    paired = True
+
+    def __init__(self, beta: float, segment_names: Sequence[str]) -> None:
+        super().__init__(segment_names)
+        self.beta = float(beta)
+
+    def split(self, logps: SegmentLogps) -> tuple[SegmentLogps, SegmentLogps]:
+        """(chosen rows 0..B-1, rejected rows B..2B-1) of [2B, S+1] log-probs."""
+        rows = logps.sums.shape[0]
+        if rows % 2 or rows == 0:
+            raise ValueError(f"{type(self).__name__}: a paired batch needs an even, positive row count; got {rows}")
+        half = rows // 2
+        return logps.rows(0, half), logps.rows(half, rows)
+
+    def implicit_rewards(
+        self, policy: SegmentLogps, reference: SegmentLogps
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Implicit rewards beta * (log pi - log pi_ref) per pair and term, detached.
+
+        Args:
+            policy: [2B, S+1] policy log-prob sums and counts.
+            reference: [2B, S+1] reference log-prob sums and counts.
+
+        Returns:
+            (chosen [B, S+1], rejected [B, S+1], mask [B, S+1] bool: term has a token on at least one side).
+        """
+        self.check_logps(policy, reference)
+        chosen_pol, rejected_pol = self.split(policy)
+        chosen_ref, rejected_ref = self.split(reference)
+        chosen = self.beta * (chosen_pol.sums - chosen_ref.sums).detach()
+        rejected = self.beta * (rejected_pol.sums - rejected_ref.sums).detach()
+        mask = (chosen_pol.counts > 0) | (rejected_pol.counts > 0)
+        return chosen, rejected, mask
+
+
+class DPOLoss(PairedPreferenceLoss):
+    """DPO (or a variant) on the whole-response column.
+
+    Args:
+        beta: inverse temperature.
+        variant: ``sigmoid`` | ``ipo`` | ``hinge`` | ``robust`` (see ``hipo.losses.dpo``).
+        label_smoothing: cDPO eps (``sigmoid``) or flip rate (``robust``).
+        segment_names: the S named segments (for the per-segment reward metrics); default Rq, Mt, Ra.
+    """
+
+    def __init__(
+        self,
+        beta: float = 0.1,
+        variant: str = "sigmoid",
+        label_smoothing: float = 0.0,
+        segment_names: Sequence[str] = DEFAULT_SEGMENTS,
+    ) -> None:
+        super().__init__(beta, segment_names)
+        check_variant(variant, self.beta, label_smoothing)
+        self.variant = variant
+        self.label_smoothing = float(label_smoothing)
+
+    def forward(self, policy: SegmentLogps, reference: SegmentLogps, batch: TokenBatch) -> LossOutput:
+        chosen_rewards, rejected_rewards, mask = self.implicit_rewards(policy, reference)
+        chosen_pol, rejected_pol = self.split(policy)
+        chosen_ref, rejected_ref = self.split(reference)
+        out = dpo_loss(
+            chosen_pol.sums[:, -1],
+            rejected_pol.sums[:, -1],
+            chosen_ref.sums[:, -1],
+            rejected_ref.sums[:, -1],
+            beta=self.beta,
+            variant=self.variant,
+            label_smoothing=self.label_smoothing,
+        )
+        metrics = pair_metrics(chosen_rewards, rejected_rewards, mask, self.term_names)
+        return LossOutput(loss=out.losses.mean(), per_example=out.losses, metrics=metrics)
+
+
+class HiPOLoss(PairedPreferenceLoss):
+    """Segment-level HiPO loss: per-segment and whole-response terms fused by a weight module.
+
+    Args:
+        beta: inverse temperature shared by all terms.
+        weights: a ``SegmentWeights`` module with S+1 terms (a submodule: learned weights are parameters).
+        variant: per-term function (see ``hipo.losses.dpo``).
+        label_smoothing: cDPO eps (``sigmoid``) or flip rate (``robust``).
+        segment_names: the S named segments.
+    """
+
+    def __init__(
+        self,
+        beta: float = 0.2,
+        weights: SegmentWeights | None = None,
+        variant: str = "sigmoid",
+        label_smoothing: float = 0.0,
+        segment_names: Sequence[str] = DEFAULT_SEGMENTS,
+    ) -> None:
+        super().__init__(beta, segment_names)
+        check_variant(variant, self.beta, label_smoothing)
+        if not isinstance(weights, SegmentWeights):
+            raise ValueError(f"HiPOLoss: weights must be a hipo.losses.weights.SegmentWeights; got {type(weights)}")
+        with torch.no_grad():
+            shape = tuple(weights().shape)
+        if shape != (len(self.term_names),):
+            raise ValueError(
+                f"HiPOLoss: the weight module gives shape {shape} but the terms are {self.term_names} "
+                f"({len(self.term_names)} = S+1 weights needed)"
+            )
+        self.weights = weights
+        self.variant = variant
+        self.label_smoothing = float(label_smoothing)
+
+    def forward(self, policy: SegmentLogps, reference: SegmentLogps, batch: TokenBatch) -> LossOutput:
+        self.check_logps(policy, reference)
+        chosen_pol, rejected_pol = self.split(policy)
+        chosen_ref, rejected_ref = self.split(reference)
+        weights = self.weights()
+        out = hipo_loss(
+            chosen_pol.sums,
+            rejected_pol.sums,
+            chosen_ref.sums,
+            rejected_ref.sums,
+            weights,
+            beta=self.beta,
+            chosen_counts=chosen_pol.counts,
+            rejected_counts=rejected_pol.counts,
+            variant=self.variant,
+            label_smoothing=self.label_smoothing,
+        )
+        loss = out.losses.mean() + self.weights.penalty()
+        metrics = pair_metrics(out.chosen_rewards, out.rejected_rewards, out.term_mask, self.term_names)
+        with torch.no_grad():
+            present = out.term_mask.sum(0)
+            term_means = out.term_losses.detach().sum(0) / present.clamp(min=1)
+        for k, (name, n) in enumerate(zip(self.term_names, present.tolist(), strict=True)):
+            metrics[f"weight/{name}"] = weights[k].detach()
+            if n > 0:
+                metrics[f"term_loss/{name}"] = term_means[k]
+        return LossOutput(loss=loss, per_example=out.losses, metrics=metrics)
+
+
+class KTOLoss(PreferenceLoss):
+    """KTO on unpaired examples (rows 0..N-1) with the KL reference point from rows N..N+K-1.
+
+    Args:
+        beta: inverse temperature.
+        desirable_weight: w_d, the desirable examples' weight.
+        undesirable_weight: w_u, the undesirable examples' weight.
+        segment_names: the S named segments (only the whole column enters KTO).
+    """
+
+    paired = False
+
+    def __init__(
+        self,
+        beta: float = 0.1,
+        desirable_weight: float = 1.0,
+        undesirable_weight: float = 1.0,
+        segment_names: Sequence[str] = DEFAULT_SEGMENTS,
+    ) -> None:
+        super().__init__(segment_names)
+        if not beta > 0:
+            raise ValueError(f"KTOLoss: beta must be positive; got {beta!r}")
+        if desirable_weight < 0 or undesirable_weight < 0:
+            raise ValueError(f"KTOLoss: class weights must be >= 0; got {desirable_weight!r}, {undesirable_weight!r}")
+        self.beta = float(beta)
+        self.desirable_weight = float(desirable_weight)
+        self.undesirable_weight = float(undesirable_weight)
+
+    def forward(self, policy: SegmentLogps, reference: SegmentLogps, batch: TokenBatch) -> LossOutput:
+        self.check_logps(policy, reference)
+        rows = policy.sums.shape[0]
+        num_kl = batch.num_kl_sequences
+        num_examples = rows - num_kl
+        if batch.desirable is None:
+            raise ValueError("KTOLoss: batch.desirable is None; KTO needs an unpaired batch")
+        if num_kl < 1 or num_examples < 1:
+            raise ValueError(f"KTOLoss: need N >= 1 examples and K >= 1 KL rows; got {rows} rows with K = {num_kl}")
+        if tuple(batch.desirable.shape) != (num_examples,):
+            raise ValueError(
+                f"KTOLoss: batch.desirable has shape {tuple(batch.desirable.shape)}, expected ({num_examples},) "
+                f"= {rows} rows - {num_kl} KL rows"
+            )
+        desirable = batch.desirable.to(device=policy.sums.device, dtype=torch.bool)
+        out = kto_loss(
+            policy.sums[:num_examples, -1],
+            reference.sums[:num_examples, -1],
+            desirable,
+            policy.sums[num_examples:, -1],
+            reference.sums[num_examples:, -1],
+            beta=self.beta,
+            desirable_weight=self.desirable_weight,
+            undesirable_weight=self.undesirable_weight,
+        )
+        metrics: dict[str, torch.Tensor] = {"kto/kl": out.kl}
+        num_desirable = int(desirable.sum())
+        if num_desirable > 0:
+            metrics["rewards/desirable"] = out.rewards[desirable].mean()
+        if num_desirable < num_examples:
+            metrics["rewards/undesirable"] = out.rewards[~desirable].mean()
+        return LossOutput(loss=out.losses.mean(), per_example=out.losses, metrics=metrics)
