@@ -15,6 +15,7 @@ conditioned on another sequence.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 
@@ -51,7 +52,7 @@ class TokenBatch:
 
     def to(self, device: torch.device | str) -> TokenBatch:
         """A copy with every tensor moved to ``device``."""
-        moved = {}
+        moved: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
             moved[f.name] = value.to(device) if isinstance(value, torch.Tensor) else value

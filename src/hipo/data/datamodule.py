@@ -1,0 +1,187 @@
+"""The LightningDataModule: prepares (segments, tokenizes, caches) once in ``setup`` and serves TokenBatches."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from hipo.data.batch import TokenBatch
+from hipo.data.collate import PairCollator, TokenizedExample, UnpairedCollator, unpair
+from hipo.data.prepare import PreparedData, prepare_data
+from hipo.data.samplers import LengthGroupedBatchSampler
+from hipo.data.schema import DEFAULT_SEGMENTS, SegmentedPair
+from hipo.data.segmenters.base import Segmenter
+from hipo.data.sources.base import RowSource
+from hipo.data.stats import DataStats
+from hipo.data.tokenize import PreferenceTokenizer, TokenizedPair
+
+log = logging.getLogger(__name__)
+
+
+class ListDataset(Dataset):
+    """A map-style dataset over an in-memory list (tokenized pairs or unpaired examples)."""
+
+    def __init__(self, items: Sequence[Any]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.items[index]
+
+
+def load_tokenizer(tokenizer: Any) -> Any:
+    """A tokenizer object as is, or ``AutoTokenizer.from_pretrained`` of a path / hub id."""
+    if isinstance(tokenizer, (str, Path)):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(tokenizer))
+    return tokenizer
+
+
+class PreferenceDataModule(L.LightningDataModule):
+    """Segmented preference data as :class:`TokenBatch` es (paired for DPO/HiPO, unpaired for KTO).
+
+    Args:
+        source: training rows (and validation rows unless ``val_source`` is given).
+        segmenter: rows -> SegmentedPairs (with its failure policy).
+        tokenizer: a fast tokenizer with a chat template, or a path / id to load one from.
+        segments: ordered segment names.
+        max_length: tokens per sequence; ``truncation`` / ``truncate_from`` say how longer ones are handled.
+        truncation: ``drop_pair`` | ``truncate_segment``.
+        truncate_from: segment shortened under ``truncate_segment``.
+        batch_size: training pairs (paired) or examples (unpaired) per batch.
+        eval_batch_size: the same for validation.
+        packed: padding-free batches (``pack_length`` tokens per row).
+        pack_length: tokens per packed row.
+        paired: False gives the unpaired (KTO) view with KL sequences.
+        val_fraction: validation share (by prompt hash) when there is no ``val_source``.
+        val_source: explicit validation rows.
+        max_val_pairs: cap on validation pairs.
+        seed: split, shuffling and sampling seed.
+        num_workers: DataLoader workers.
+        system_prompt: system message for the chat template.
+        end_of_turn: text after the response (None: derived from the template).
+        length_grouped: group padded training batches by length.
+        use_cache: read/write the prepared-data cache.
+        cache_root: cache folder (default ``cache_dir()/data``).
+    """
+
+    def __init__(
+        self,
+        source: RowSource,
+        segmenter: Segmenter,
+        tokenizer: Any,
+        segments: Sequence[str] = DEFAULT_SEGMENTS,
+        max_length: int | None = 512,
+        truncation: str = "truncate_segment",
+        truncate_from: str = "Mt",
+        batch_size: int = 4,
+        eval_batch_size: int = 8,
+        packed: bool = False,
+        pack_length: int = 2048,
+        paired: bool = True,
+        val_fraction: float = 0.1,
+        val_source: RowSource | None = None,
+        max_val_pairs: int | None = None,
+        seed: int = 0,
+        num_workers: int = 0,
+        system_prompt: str | None = None,
+        end_of_turn: str | None = None,
+        length_grouped: bool = True,
+        use_cache: bool = True,
+        cache_root: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        if tuple(segments) != segmenter.segments:
+            raise ValueError(f"segments {list(segments)} differ from the segmenter's {list(segmenter.segments)}")
+        self.source, self.val_source, self.segmenter = source, val_source, segmenter
+        self.tokenizer = load_tokenizer(tokenizer)
+        self.preference_tokenizer = PreferenceTokenizer(
+            self.tokenizer, segments, max_length, truncation, truncate_from, system_prompt, end_of_turn
+        )
+        if self.tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token (e.g. to its EOS token)")
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.packed, self.pack_length, self.paired = packed, pack_length, paired
+        self.val_fraction, self.max_val_pairs, self.seed = val_fraction, max_val_pairs, seed
+        self.num_workers, self.length_grouped, self.use_cache = num_workers, length_grouped, use_cache
+        self.cache_root = Path(cache_root) if cache_root is not None else None
+        self.prepared: PreparedData | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        """Prepares the data once (from the cache when possible); bad input raises here, before training."""
+        if self.prepared is not None:
+            return
+        self.prepared = prepare_data(
+            self.source,
+            self.segmenter,
+            self.preference_tokenizer,
+            self.val_source,
+            self.val_fraction,
+            self.max_val_pairs,
+            self.seed,
+            self.use_cache,
+            self.cache_root,
+        )
+        log.info("data prepared (%s): %s", "cached" if self.prepared.from_cache else "fresh", self.stats.as_dict())
+
+    def _require(self) -> PreparedData:
+        if self.prepared is None:
+            raise RuntimeError("call setup() before using the data module")
+        return self.prepared
+
+    @property
+    def stats(self) -> DataStats:
+        """Counts of rows read, pairs kept, skipped by reason, truncated and dropped."""
+        return self._require().stats
+
+    @property
+    def val_pairs(self) -> list[SegmentedPair]:
+        """The validation pairs as text (same order as the validation dataset)."""
+        return self._require().val_pairs
+
+    @property
+    def train_pairs(self) -> list[TokenizedPair]:
+        return self._require().train
+
+    def _collator(self, paired: bool | None = None) -> PairCollator:
+        pad_id = int(self.tokenizer.pad_token_id)
+        kind = PairCollator if (self.paired if paired is None else paired) else UnpairedCollator
+        return kind(pad_id, self.preference_tokenizer.num_segments, self.packed, self.pack_length)
+
+    def _items(self, pairs: list[TokenizedPair]) -> list[TokenizedPair] | list[TokenizedExample]:
+        return pairs if self.paired else unpair(pairs)
+
+    def train_dataloader(self) -> DataLoader[TokenBatch]:
+        items = self._items(self._require().train)
+        common: dict[str, Any] = {"collate_fn": self._collator(), "num_workers": self.num_workers}
+        if self.length_grouped and not self.packed:
+            lengths = [
+                max(len(p.chosen), len(p.rejected)) if isinstance(p, TokenizedPair) else len(p.sequence) for p in items
+            ]
+            trainer = self.trainer  # set when a Trainer drives this module
+            replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+            sampler = LengthGroupedBatchSampler(
+                lengths, self.batch_size, seed=self.seed, num_replicas=replicas, rank=rank
+            )
+            return DataLoader(ListDataset(items), batch_sampler=sampler, **common)
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(ListDataset(items), self.batch_size, shuffle=True, generator=generator, **common)
+
+    def val_dataloader(self) -> DataLoader[TokenBatch]:
+        """Held-out pairs, always paired (even for KTO): preference accuracy compares chosen with rejected."""
+        return DataLoader(
+            ListDataset(self._require().val),
+            self.eval_batch_size,
+            shuffle=False,
+            collate_fn=self._collator(paired=True),
+            num_workers=self.num_workers,
+        )

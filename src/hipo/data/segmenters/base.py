@@ -1,0 +1,159 @@
+"""The segmenter interface and the failure policy shared by every segmenter.
+
+A segmenter turns one raw row (a mapping from the source) into a :class:`SegmentedPair`: the prompt plus a chosen
+and a rejected response, each with named character spans. When the segments of a response cannot be found it
+raises :class:`SegmentationError`; :func:`segment_rows` then applies the configured ``on_failure`` policy:
+
+* ``skip``: the pair is dropped (counted in ``DataStats.skipped["segmentation_failed"]``);
+* ``single_segment``: the pair is kept with BOTH responses as one segment (``fallback_segment``, default ``Mt``),
+  or as text outside every segment (whole-response term only) when ``fallback_segment`` is ``None``. Both sides
+  are treated alike so that no segment compares a partial response with a whole one;
+* ``error``: the error propagates (it names the file, line and field).
+
+Pairs with an empty (or whitespace-only) response are always skipped and counted as ``empty_response``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from hipo.data.errors import DataError, RowLocation, SegmentationError
+from hipo.data.schema import DEFAULT_SEGMENTS, SegmentedPair, SegmentedResponse, Span
+from hipo.data.stats import EMPTY_RESPONSE, SEGMENTATION_FAILED, DataStats
+
+FAILURE_POLICIES = ("skip", "single_segment", "error")
+SIDES = ("chosen", "rejected")
+
+
+def require_field(row: Mapping[str, Any], name: str, location: RowLocation) -> Any:
+    """``row[name]``, or a :class:`DataError` naming the field and the row when the column is absent."""
+    if name not in row:
+        present = ", ".join(sorted(map(str, row.keys())))
+        raise DataError(f"missing field (row has: {present})", location, name)
+    return row[name]
+
+
+def require_text(row: Mapping[str, Any], name: str, location: RowLocation) -> str:
+    """A string field (``None`` reads as ''); any other type is a :class:`DataError`."""
+    value = require_field(row, name, location)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise DataError(f"expected a string, got {type(value).__name__}", location, name)
+    return value
+
+
+def strip_span(text: str, name: str, start: int, end: int) -> Span:
+    """The span ``[start, end)`` of ``text`` with leading and trailing whitespace moved outside it."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return Span(name, start, end)
+
+
+class Segmenter(ABC):
+    """Base class: common options plus the pair assembly; subclasses find the spans of one response.
+
+    Args:
+        segments: ordered segment names (the ids 0..S-1 used downstream).
+        on_failure: ``skip`` | ``single_segment`` | ``error`` (see the module docstring).
+        fallback_segment: the one segment a failed pair's responses become under ``single_segment``
+            (``None``: no segment, whole-response term only).
+        prompt_field: the row's prompt column.
+    """
+
+    def __init__(
+        self,
+        segments: Sequence[str] = DEFAULT_SEGMENTS,
+        on_failure: str = "skip",
+        fallback_segment: str | None = "Mt",
+        prompt_field: str = "question",
+    ) -> None:
+        self.segments = tuple(segments)
+        if not self.segments or len(set(self.segments)) != len(self.segments):
+            raise ValueError(f"segments must be non-empty and distinct, got {list(segments)}")
+        if on_failure not in FAILURE_POLICIES:
+            raise ValueError(f"on_failure must be one of {FAILURE_POLICIES}, got {on_failure!r}")
+        if fallback_segment is not None and fallback_segment not in self.segments:
+            raise ValueError(f"fallback_segment {fallback_segment!r} is not one of the segments {self.segments}")
+        self.on_failure = on_failure
+        self.fallback_segment = fallback_segment
+        self.prompt_field = prompt_field
+
+    @abstractmethod
+    def response_text(self, row: Mapping[str, Any], side: str, location: RowLocation) -> str:
+        """The whole text of the ``side`` ('chosen' | 'rejected') response (used for emptiness and fallbacks)."""
+
+    @abstractmethod
+    def segment_response(self, row: Mapping[str, Any], side: str, location: RowLocation) -> SegmentedResponse:
+        """The ``side`` response with its spans; raises :class:`SegmentationError` when they cannot be found."""
+
+    def config(self) -> dict[str, Any]:
+        """The options that determine the output (hashed into the prepared-data cache fingerprint)."""
+        return {
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "segments": list(self.segments),
+            "on_failure": self.on_failure,
+            "fallback_segment": self.fallback_segment,
+            "prompt_field": self.prompt_field,
+        }
+
+    def prompt(self, row: Mapping[str, Any], location: RowLocation) -> str:
+        """The prompt text; an empty prompt is a :class:`DataError`."""
+        text = require_text(row, self.prompt_field, location)
+        if not text.strip():
+            raise DataError("empty prompt", location, self.prompt_field)
+        return text
+
+    def segment_pair(self, row: Mapping[str, Any], location: RowLocation) -> SegmentedPair:
+        """The segmented pair of ``row`` (raises :class:`SegmentationError` / :class:`DataError`)."""
+        return SegmentedPair(
+            prompt=self.prompt(row, location),
+            chosen=self.segment_response(row, "chosen", location),
+            rejected=self.segment_response(row, "rejected", location),
+            meta=self.meta(row, location),
+        )
+
+    def fallback_pair(self, row: Mapping[str, Any], location: RowLocation) -> SegmentedPair:
+        """Both responses whole: one ``fallback_segment`` span each, or no span (whole-only)."""
+        responses = []
+        for side in SIDES:
+            text = self.response_text(row, side, location)
+            spans = () if self.fallback_segment is None else (strip_span(text, self.fallback_segment, 0, len(text)),)
+            responses.append(SegmentedResponse(text, spans))
+        meta = {**self.meta(row, location), "single_segment": True}
+        return SegmentedPair(self.prompt(row, location), responses[0], responses[1], meta)
+
+    def meta(self, row: Mapping[str, Any], location: RowLocation) -> dict[str, Any]:
+        """Provenance: source, row and (when the row records it) the error segment."""
+        meta: dict[str, Any] = {"source": location.source, "row": location.row}
+        if row.get("error_segment") is not None:
+            meta["error_segment"] = row["error_segment"]
+        if row.get("id") is not None:
+            meta["id"] = row["id"]
+        return meta
+
+
+def segment_rows(
+    rows: Iterable[tuple[RowLocation, Mapping[str, Any]]], segmenter: Segmenter, stats: DataStats
+) -> Iterator[SegmentedPair]:
+    """Segments each row under the segmenter's failure policy, counting rows, skips and fallbacks in ``stats``."""
+    for location, row in rows:
+        stats.rows_read += 1
+        if any(not segmenter.response_text(row, side, location).strip() for side in SIDES):
+            stats.skip(EMPTY_RESPONSE)
+            continue
+        try:
+            pair = segmenter.segment_pair(row, location)
+        except SegmentationError:
+            if segmenter.on_failure == "error":
+                raise
+            if segmenter.on_failure == "skip":
+                stats.skip(SEGMENTATION_FAILED)
+                continue
+            stats.single_segment += 1
+            pair = segmenter.fallback_pair(row, location)
+        yield pair
