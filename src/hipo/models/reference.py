@@ -1,0 +1,132 @@
+"""The DPO reference model pi_ref: the policy's frozen starting point, scored without grad and without dropout.
+
+Two forms:
+  * :class:`AdapterDisabledReference` for LoRA policies: the same module with its adapters switched off by peft's
+    ``disable_adapter()`` context, i.e. the base model. No second copy of the weights.
+  * :class:`FrozenCopyReference` for full fine-tuning: a deep copy taken when the reference is built, in eval mode,
+    with ``requires_grad=False``.
+
+A reference is a plain Python object, not an ``nn.Module``: held by the LightningModule (through a closure), its
+weights are not submodules, so they are never handed to the optimizer, never written to Lightning checkpoints (the
+copy is rebuilt from the same pretrained weights on resume) and never touched by ``module.to(device)``. The frozen
+copy therefore follows the data instead: it moves itself to the device of the first batch it scores.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import torch
+from peft import PeftModel
+from torch import nn
+
+from hipo.data.batch import TokenBatch
+from hipo.losses.types import SegmentLogps
+from hipo.models.logprobs import sequence_segment_logps, token_logps
+
+ReferenceMode = Literal["auto", "disable_adapter", "frozen_copy"]
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode (no dropout) and restore each one's previous mode afterwards."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+class Reference:
+    """Base class: scores batches with ``self._scoring()`` active, under ``torch.no_grad()`` and eval mode."""
+
+    model: nn.Module
+
+    @contextmanager
+    def _scoring(self) -> Iterator[nn.Module]:
+        yield self.model
+
+    def token_logps(self, batch: TokenBatch, chunk_size: int = 1024) -> torch.Tensor:
+        """[R, T] reference log-prob of each scored token (0 elsewhere), no grad."""
+        with torch.no_grad(), eval_mode(self.model), self._scoring() as model:
+            return token_logps(model, batch, chunk_size=chunk_size)
+
+    def segment_logps(self, batch: TokenBatch, chunk_size: int = 1024) -> SegmentLogps:
+        """Per-sequence, per-segment reference log-prob sums and counts [N, S+1], no grad."""
+        with torch.no_grad(), eval_mode(self.model), self._scoring() as model:
+            return sequence_segment_logps(model, batch, chunk_size=chunk_size)
+
+    def __call__(self, batch: TokenBatch, chunk_size: int = 1024) -> SegmentLogps:
+        return self.segment_logps(batch, chunk_size=chunk_size)
+
+
+class AdapterDisabledReference(Reference):
+    """The base model under a LoRA policy: the policy module itself with its adapters disabled while scoring.
+
+    Args:
+        policy: the ``PeftModel`` being trained (shared, not copied).
+    """
+
+    def __init__(self, policy: PeftModel) -> None:
+        if not isinstance(policy, PeftModel):
+            raise TypeError(f"AdapterDisabledReference needs a PeftModel, got {type(policy).__name__}")
+        self.model = policy
+
+    @contextmanager
+    def _scoring(self) -> Iterator[nn.Module]:
+        with self.model.disable_adapter():
+            yield self.model
+
+
+class FrozenCopyReference(Reference):
+    """A frozen deep copy of the policy as it is now (full fine-tuning, or a LoRA policy including its adapter).
+
+    Args:
+        policy: the model to copy; the copy shares nothing with it.
+    """
+
+    def __init__(self, policy: nn.Module) -> None:
+        self.model = copy.deepcopy(policy).eval()
+        self.model.requires_grad_(False)
+
+    @contextmanager
+    def _scoring(self) -> Iterator[nn.Module]:
+        yield self.model
+
+    def _follow(self, batch: TokenBatch) -> None:
+        """Move the copy to the batch's device (the module's ``.to`` does not reach it: it is not a submodule)."""
+        device = batch.input_ids.device
+        parameter = next(self.model.parameters(), None)
+        if parameter is not None and parameter.device != device:
+            self.model.to(device)
+
+    def token_logps(self, batch: TokenBatch, chunk_size: int = 1024) -> torch.Tensor:
+        self._follow(batch)
+        return super().token_logps(batch, chunk_size)
+
+    def segment_logps(self, batch: TokenBatch, chunk_size: int = 1024) -> SegmentLogps:
+        self._follow(batch)
+        return super().segment_logps(batch, chunk_size)
+
+
+def build_reference(policy: nn.Module, mode: ReferenceMode = "auto") -> Reference:
+    """The reference for ``policy``.
+
+    Args:
+        policy: the model about to be trained.
+        mode: ``"auto"``: adapters disabled for a ``PeftModel``, a frozen copy otherwise; ``"disable_adapter"``;
+            ``"frozen_copy"`` (for a ``PeftModel`` this keeps the current adapter in the reference, e.g. when
+            continuing from an SFT adapter).
+    """
+    if mode == "auto":
+        mode = "disable_adapter" if isinstance(policy, PeftModel) else "frozen_copy"
+    if mode == "disable_adapter":
+        return AdapterDisabledReference(policy)  # type: ignore[arg-type]  # checked in __init__
+    if mode == "frozen_copy":
+        return FrozenCopyReference(policy)
+    raise ValueError(f"build_reference: mode must be 'auto', 'disable_adapter' or 'frozen_copy', got {mode!r}")
