@@ -1,0 +1,164 @@
+"""Statistics of a report: mean ± std over seeds, and paired tests over problems against a baseline method.
+
+Definitions (n = number of seeds, m = number of paired problems):
+
+- **Seed summary**: mean and sample standard deviation (ddof = 1; undefined, shown ``n/a``, for n = 1) of one
+  metric's final value over a method's finished runs.
+- **Per-problem correctness** of a method: for each problem id, the mean correctness over the seeds (runs) that
+  evaluated it (a record's correctness is its mean over drawn samples, or its ``correct`` flag). Seeds are pooled,
+  so the unit of the tests is the problem, not the run.
+- **Paired problems**: the union of problems each method evaluated (over its seeds), intersected between the
+  method and the baseline; problems only one side evaluated are counted and left out.
+- **Δ (paired)** = mean over paired problems of (method − baseline) per-problem correctness.
+- **Paired bootstrap**: 10,000 resamples (seeded ``numpy.random.default_rng(seed)``) of the m problems with
+  replacement; the 95 % interval is the 2.5 / 97.5 percentiles of the resampled Δ, the two-sided p-value is
+  ``min(1, 2·min(P*(Δ* ≤ 0), P*(Δ* ≥ 0)))``.
+- **Sign test** (exact, two-sided): over the discordant problems (per-problem difference ≠ 0; k of d favour the
+  method), ``p = min(1, 2·Σ_{j ≤ min(k, d−k)} C(d, j) / 2^d)``; p = 1 when d = 0.
+- **Fallback** when either side lacks per-sample records (and for judge / held-out metrics, which have none):
+  Δ = difference of the seed means, no test (p-values ``n/a``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+BOOTSTRAP_RESAMPLES = 10_000
+_CHUNK = 1_000
+
+
+@dataclass(frozen=True)
+class SeedStats:
+    """Mean, sample std (nan for n < 2) and count of one metric over seeds."""
+
+    mean: float
+    std: float
+    n: int
+
+
+def seed_stats(values: Sequence[float]) -> SeedStats:
+    """Mean ± sample std (ddof = 1) of ``values``; nan std for a single value, nan mean for none."""
+    array = np.asarray(list(values), dtype=np.float64)
+    if array.size == 0:
+        return SeedStats(math.nan, math.nan, 0)
+    std = float(array.std(ddof=1)) if array.size > 1 else math.nan
+    return SeedStats(float(array.mean()), std, int(array.size))
+
+
+def pool_seeds(per_seed: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """``{problem: mean correctness over the seeds that evaluated it}`` (union of problems over seeds)."""
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for records in per_seed:
+        for problem, value in records.items():
+            sums[problem] = sums.get(problem, 0.0) + float(value)
+            counts[problem] = counts.get(problem, 0) + 1
+    return {problem: sums[problem] / counts[problem] for problem in sums}
+
+
+def sign_test(differences: Sequence[float]) -> tuple[int, int, float]:
+    """Exact two-sided sign test on paired differences.
+
+    Returns:
+        (problems where the method is better, problems where it is worse, p-value).
+    """
+    better = sum(1 for d in differences if d > 0)
+    worse = sum(1 for d in differences if d < 0)
+    discordant = better + worse
+    if discordant == 0:
+        return better, worse, 1.0
+    tail = sum(math.comb(discordant, j) for j in range(min(better, worse) + 1))
+    return better, worse, min(1.0, 2.0 * tail / 2**discordant)
+
+
+def paired_bootstrap(
+    differences: Sequence[float], n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> tuple[float, float, float]:
+    """Percentile 95 % interval and two-sided p-value of the mean of paired differences.
+
+    Args:
+        differences: [m] per-problem (method − baseline) correctness.
+        n_resamples: bootstrap resamples of the m problems (with replacement).
+        seed: seed of ``numpy.random.default_rng``.
+
+    Returns:
+        (ci_low, ci_high, p_value); nan for m = 0.
+    """
+    diffs = np.asarray(list(differences), dtype=np.float64)
+    if diffs.size == 0:
+        return math.nan, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_resamples, dtype=np.float64)
+    for start in range(0, n_resamples, _CHUNK):
+        size = min(_CHUNK, n_resamples - start)
+        index = rng.integers(0, diffs.size, size=(size, diffs.size))
+        means[start : start + size] = diffs[index].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    p_value = min(1.0, 2.0 * min(float(np.mean(means <= 0)), float(np.mean(means >= 0))))
+    return float(low), float(high), p_value
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A method against the baseline on one metric.
+
+    Attributes:
+        diff: Δ (paired mean over problems, or difference of seed means in the fallback).
+        ci_low, ci_high: bootstrap 95 % interval (nan in the fallback).
+        p_sign, p_bootstrap: p-values (nan in the fallback, shown ``n/a``).
+        n_problems: paired problems (0 in the fallback); n_better / n_worse: discordant problems by direction.
+        n_unpaired: problems only one of the two evaluated.
+        test: ``paired`` or ``seed-means``.
+    """
+
+    diff: float
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+    p_sign: float = math.nan
+    p_bootstrap: float = math.nan
+    n_problems: int = 0
+    n_better: int = 0
+    n_worse: int = 0
+    n_unpaired: int = 0
+    test: str = "seed-means"
+
+
+def compare(
+    method_values: Sequence[float],
+    baseline_values: Sequence[float],
+    method_samples: Sequence[Mapping[str, float]] | None = None,
+    baseline_samples: Sequence[Mapping[str, float]] | None = None,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> Comparison:
+    """Compares a method with the baseline (see the module docstring for the statistics).
+
+    Args:
+        method_values, baseline_values: the metric's final value per seed.
+        method_samples, baseline_samples: per seed ``{problem id: correctness}``; None or empty -> fallback.
+        n_resamples, seed: bootstrap settings.
+    """
+    if method_samples and baseline_samples:
+        a, b = pool_seeds(method_samples), pool_seeds(baseline_samples)
+        shared = sorted(set(a) & set(b))
+        if shared:
+            diffs = [a[p] - b[p] for p in shared]
+            low, high, p_boot = paired_bootstrap(diffs, n_resamples=n_resamples, seed=seed)
+            better, worse, p_sign = sign_test(diffs)
+            return Comparison(
+                diff=float(np.mean(diffs)),
+                ci_low=low,
+                ci_high=high,
+                p_sign=p_sign,
+                p_bootstrap=p_boot,
+                n_problems=len(shared),
+                n_better=better,
+                n_worse=worse,
+                n_unpaired=len(set(a) ^ set(b)),
+                test="paired",
+            )
+    return Comparison(diff=seed_stats(method_values).mean - seed_stats(baseline_values).mean)

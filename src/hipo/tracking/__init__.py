@@ -1,0 +1,1 @@
+"""Experiment tracking: MLflow run lifecycle, Lightning logger, sweep grouping."""

@@ -1,0 +1,27 @@
+"""Flattening a resolved config into MLflow params."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+MAX_PARAM_VALUE_CHARS = 6000
+
+
+def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Dotted keys to string values: ``{"loss": {"beta": 0.2}}`` -> ``{"loss.beta": "0.2"}``.
+
+    Lists are kept as one value (``[0.25, 0.25, 0.2, 0.3]``) so a weight vector stays one comparable param.
+    Values longer than MLflow's limit are truncated with a marker.
+    """
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_config(value, prefix=f"{name}."))
+            continue
+        text = str(value)
+        if len(text) > MAX_PARAM_VALUE_CHARS:
+            text = text[: MAX_PARAM_VALUE_CHARS - 14] + "...[truncated]"
+        flat[name] = text
+    return flat

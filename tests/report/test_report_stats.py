@@ -1,0 +1,115 @@
+"""Report statistics against hand-computed values and independent references (scipy, normal theory)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import binomtest
+
+from hipo.report.stats import compare, paired_bootstrap, pool_seeds, seed_stats, sign_test
+
+
+def test_seed_stats_hand_values() -> None:
+    """0.7, 0.7, 0.6: mean 2/3; deviations 1/30, 1/30, -2/30 -> var = (1+1+4)/900/2 = 1/300, std = 0.057735."""
+    s = seed_stats([0.7, 0.7, 0.6])
+    assert s.mean == pytest.approx(2 / 3) and s.std == pytest.approx(math.sqrt(1 / 300)) and s.n == 3
+    one = seed_stats([0.4])
+    assert one.mean == 0.4 and math.isnan(one.std) and one.n == 1
+    assert seed_stats([]).n == 0 and math.isnan(seed_stats([]).mean)
+
+
+@given(st.lists(st.floats(-1e3, 1e3), min_size=2, max_size=20))
+@settings(max_examples=50, deadline=None)
+def test_seed_stats_matches_statistics_module(values: list[float]) -> None:
+    s = seed_stats(values)
+    assert s.mean == pytest.approx(statistics.fmean(values), abs=1e-9)
+    assert s.std == pytest.approx(statistics.stdev(values), abs=1e-6)
+
+
+def test_pool_seeds_means_over_the_seeds_that_saw_a_problem() -> None:
+    """a: (1 + 0 + 1)/3 = 2/3; b: (1 + 1)/2 = 1 (seed 2 skipped it); c: only seed 2 -> 0."""
+    pooled = pool_seeds([{"a": 1, "b": 1}, {"a": 0, "b": 1}, {"a": 1, "c": 0}])
+    assert pooled == pytest.approx({"a": 2 / 3, "b": 1.0, "c": 0.0})
+
+
+@pytest.mark.parametrize(
+    ("better", "worse", "expected"),
+    [
+        (10, 0, 2 / 1024),  # 2 * C(10,0) / 2^10
+        (8, 2, 2 * (1 + 10 + 45) / 1024),  # 2 * (C(10,0)+C(10,1)+C(10,2)) / 2^10 = 0.109375
+        (2, 1, 1.0),  # 2 * (C(3,0)+C(3,1)) / 8 = 1
+        (0, 0, 1.0),  # no discordant problem
+    ],
+)
+def test_sign_test_hand_values(better: int, worse: int, expected: float) -> None:
+    diffs = [0.5] * better + [-1.0] * worse + [0.0] * 4  # ties do not count
+    assert sign_test(diffs) == (better, worse, pytest.approx(expected))
+
+
+@given(st.integers(0, 40), st.integers(0, 40))
+@settings(max_examples=60, deadline=None)
+def test_sign_test_matches_scipy_binomtest(better: int, worse: int) -> None:
+    _, _, p = sign_test([1.0] * better + [-1.0] * worse)
+    expected = 1.0 if better + worse == 0 else binomtest(better, better + worse, 0.5).pvalue
+    assert p == pytest.approx(expected, rel=1e-9)
+
+
+def test_bootstrap_two_problems_exact_distribution() -> None:
+    """diffs (1, 0): a resample's mean is 0, 0.5, 1 with prob 1/4, 1/2, 1/4 -> CI [0, 1], p = 2 * 1/4 = 0.5."""
+    low, high, p = paired_bootstrap([1.0, 0.0], n_resamples=10_000, seed=3)
+    assert (low, high) == (0.0, 1.0)
+    assert p == pytest.approx(0.5, abs=0.03)
+
+
+def test_bootstrap_matches_normal_theory_and_is_seeded() -> None:
+    """For m = 400 iid differences the percentile CI ≈ mean ± 1.96 sd / sqrt(m) (sd with ddof 0)."""
+    diffs = np.random.default_rng(11).normal(0.05, 0.5, size=400)
+    low, high, p = paired_bootstrap(diffs, n_resamples=10_000, seed=0)
+    half = 1.96 * diffs.std() / math.sqrt(diffs.size)
+    assert low == pytest.approx(diffs.mean() - half, abs=0.1 * half)
+    assert high == pytest.approx(diffs.mean() + half, abs=0.1 * half)
+    z = diffs.mean() / (diffs.std() / math.sqrt(diffs.size))
+    normal_p = math.erfc(abs(z) / math.sqrt(2))
+    assert p == pytest.approx(normal_p, abs=0.03)
+    assert paired_bootstrap(diffs, seed=0) == (low, high, p)
+    assert paired_bootstrap(diffs, seed=1) != (low, high, p)
+
+
+def test_bootstrap_constant_positive_difference() -> None:
+    low, high, p = paired_bootstrap([0.25] * 7, n_resamples=500)
+    assert low == pytest.approx(0.25) and high == pytest.approx(0.25) and p == 0.0
+
+
+def test_compare_paired_hand_values() -> None:
+    """Pooled dpo: p0..p4 = 1, rest 0. Pooled hipo: p0 = 2/3, p1..p6 = 1, rest 0.
+
+    Differences: p0 -1/3, p5 +1, p6 +1, others 0 -> Δ = (2 - 1/3)/10 = 1/6; discordant 3 (2 up, 1 down):
+    p_sign = 2 * (C(3,0) + C(3,1)) / 8 = 1.
+    """
+    problems = [f"p{i}" for i in range(10)]
+    dpo = [{p: float(i < 5) for i, p in enumerate(problems)}] * 3
+    hipo = [{p: float(i < 7) for i, p in enumerate(problems)}] * 2 + [
+        {p: float(0 < i < 7) for i, p in enumerate(problems)}
+    ]
+    c = compare([0.7, 0.7, 0.6], [0.5, 0.5, 0.5], hipo, dpo, n_resamples=2000)
+    assert c.test == "paired" and c.diff == pytest.approx(1 / 6)
+    assert (c.n_problems, c.n_better, c.n_worse, c.n_unpaired) == (10, 2, 1, 0) and c.p_sign == pytest.approx(1.0)
+    assert c.ci_low <= c.diff <= c.ci_high
+
+
+def test_compare_falls_back_to_seed_means_without_records() -> None:
+    """Δ = mean(0.7, 0.7, 0.6) - mean(0.5, 0.5, 0.5) = 1/6, no test."""
+    c = compare([0.7, 0.7, 0.6], [0.5, 0.5, 0.5], None, [{"p": 1.0}])
+    assert c.test == "seed-means" and c.diff == pytest.approx(1 / 6)
+    assert math.isnan(c.p_sign) and math.isnan(c.p_bootstrap) and c.n_problems == 0
+
+
+def test_compare_pairs_only_shared_problems() -> None:
+    """Shared {b}: Δ = 1 - 0 = 1; a and c are evaluated by one side only -> 2 unpaired."""
+    c = compare([1.0], [0.0], [{"a": 1.0, "b": 1.0}], [{"b": 0.0, "c": 0.0}], n_resamples=100)
+    assert c.diff == 1.0 and c.n_problems == 1 and c.n_unpaired == 2
