@@ -1,0 +1,108 @@
+"""`hipo bench`: times real training steps of several variants side by side and prints/writes the comparison."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from hipo.bench.config import BenchConfig
+from hipo.bench.logprob_memory import measure_logprob_memory
+from hipo.bench.report import compute_ratios, format_table, write_json
+from hipo.bench.runner import run_suite
+from hipo.bench.shapes import parameter_count
+from hipo.bench.variant import resolve_device
+
+
+def to_bench_config(cfg: DictConfig) -> BenchConfig:
+    """The ``bench`` node as a typed :class:`BenchConfig` (validated against the schema)."""
+    node = cfg.bench if "bench" in cfg else cfg
+    merged = OmegaConf.merge(OmegaConf.structured(BenchConfig), node)
+    bench = OmegaConf.to_object(merged)
+    assert isinstance(bench, BenchConfig)
+    return bench
+
+
+def machine_description(device: torch.device) -> dict[str, Any]:
+    """What ran the benchmark (for the JSON and the experiment log)."""
+    info: dict[str, Any] = {
+        "device": str(device),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "torch": torch.__version__,
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def bench_command(cfg: DictConfig) -> dict[str, Any]:
+    """Runs the suite (and the log-prob memory check when enabled), prints the table, writes ``bench.out``.
+
+    Returns:
+        ``{"meta", "records", "ratios", "logprob_memory"}`` (the JSON payload).
+    """
+    bench = to_bench_config(cfg)
+    device = resolve_device(bench.device)
+    started = dt.datetime.now(dt.timezone.utc)
+    print(
+        f"hipo bench: shape {bench.shape.name} ({parameter_count(bench.shape) / 1e6:.1f}M params), "
+        f"mix {bench.mix.name}, "
+        f"suite {bench.suite.name}, {bench.pairs_per_step} pairs/step, {bench.warmup_steps} warm-up + {bench.steps} "
+        f"timed steps, device {device}"
+    )
+    results = run_suite(bench)
+    records = [r.record() for r in results]
+    by_name = {r["variant"]: r for r in records}
+    ratios = compute_ratios(by_name, list(bench.suite.ratios))
+    logprob_memory = None
+    if bench.logprob_memory.enabled:
+        print(f"log-prob memory: {bench.logprob_memory.rows} x {bench.logprob_memory.length} tokens ...")
+        logprob_memory = measure_logprob_memory(bench.shape, bench.logprob_memory, str(device), bench.threads)
+    print()
+    print(format_table(records, ratios))
+    if logprob_memory is not None:
+        verdict = "MET" if logprob_memory["ratio_logprob"] <= logprob_memory["target"] else "NOT MET"
+        print(
+            f"  logprob_memory: chunked / naive fp32 log-softmax peak = {logprob_memory['ratio_logprob']:.3f} "
+            f"(log-prob part: {logprob_memory['logprob_peak_gib']['chunked']:.2f} vs "
+            f"{logprob_memory['logprob_peak_gib']['naive']:.2f} GiB; whole forward+backward "
+            f"{logprob_memory['ratio_whole_pass']:.3f})  target <= {logprob_memory['target']}  {verdict}"
+        )
+    payload = {
+        "meta": {
+            "date": started.isoformat(timespec="seconds"),
+            "config": OmegaConf.to_container(OmegaConf.structured(bench), resolve=True),
+            "parameters": parameter_count(bench.shape),
+            "machine": machine_description(device),
+        },
+        "records": records,
+        "ratios": ratios,
+        "logprob_memory": logprob_memory,
+    }
+    if bench.out:
+        path = write_json(bench.out, payload)
+        print(f"wrote {path}")
+    return payload
+
+
+def main() -> None:
+    """``python -m hipo.app.bench [overrides]``: the same app as ``hipo bench``, registering only the bench schemas."""
+    import hydra
+
+    from hipo.bench.config import register_bench_configs
+    from hipo.cli import config_dir
+
+    register_bench_configs()
+    hydra.main(version_base="1.3", config_path=config_dir(), config_name="bench")(bench_command)()
+
+
+if __name__ == "__main__":
+    main()
