@@ -1,0 +1,115 @@
+"""Config -> objects. The only place where config nodes become models, losses, data modules and references."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from hipo.losses.types import SegmentLogps
+from hipo.models.loading import load_model
+from hipo.models.lora import apply_lora, load_adapter
+from hipo.models.reference import build_reference
+
+log = logging.getLogger(__name__)
+
+LABEL_KEYS = ("name",)  # config-only labels, not constructor arguments
+
+
+@dataclass
+class PolicyBundle:
+    """The policy being trained, its tokenizer and the reference log-prob function."""
+
+    policy: nn.Module
+    tokenizer: Any
+    reference: Any
+
+
+def instantiate_component(node: DictConfig, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` of a component node, without its config-only label keys."""
+    container = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(container, dict)
+    for key in LABEL_KEYS:
+        container.pop(key, None)
+    return instantiate(container, **kwargs)
+
+
+def build_policy(model_cfg: DictConfig) -> PolicyBundle:
+    """Loads the model and tokenizer, applies LoRA or a saved adapter, and builds the reference."""
+    model, tokenizer = load_model(
+        model_cfg.name_or_path,
+        dtype=model_cfg.dtype,
+        attn_implementation=model_cfg.attn_implementation,
+        gradient_checkpointing=model_cfg.gradient_checkpointing,
+        revision=model_cfg.revision,
+        trust_remote_code=model_cfg.trust_remote_code,
+    )
+    if model_cfg.adapter_path:
+        model = load_adapter(model, model_cfg.adapter_path, trainable=True)
+    elif model_cfg.lora.enabled:
+        lora = model_cfg.lora
+        target = OmegaConf.to_container(lora.target_modules) if OmegaConf.is_config(lora.target_modules) else None
+        model = apply_lora(
+            model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=target or lora.target_modules
+        )
+    reference = build_reference(model)
+    return PolicyBundle(policy=model, tokenizer=tokenizer, reference=reference)
+
+
+def reference_fn(reference: Any, chunk_size: int):  # noqa: ANN201 - a closure
+    """``batch -> SegmentLogps`` of a live reference."""
+
+    def compute(batch: Any) -> SegmentLogps:
+        return reference.segment_logps(batch, chunk_size=chunk_size)
+
+    return compute
+
+
+def method_label(cfg: DictConfig, choices: dict[str, str] | None) -> str:
+    """A short label of the method: ``cfg.method`` when set, else the loss name and a non-default weight choice."""
+    if cfg.get("method"):
+        return str(cfg.method)
+    label = str(cfg.loss.get("name", "loss"))
+    weights = (choices or {}).get("loss/weights")
+    if weights and weights != "paper":
+        label = f"{label}-{weights}"
+    return label
+
+
+def build_segmenter(segmenter_cfg: DictConfig) -> Any:
+    """The configured segmenter (``fields`` | ``tags`` | ``rules`` | ``llm``)."""
+    return instantiate_component(segmenter_cfg)
+
+
+def build_datamodule(cfg: DictConfig, tokenizer: Any, paired: bool) -> Any:
+    """The ``PreferenceDataModule`` of ``cfg.data`` + ``cfg.segmenter``; ``paired=False`` serves KTO's unpaired view."""
+    from hipo.data.datamodule import PreferenceDataModule
+
+    data = cfg.data
+    val_source = instantiate_component(data.val_source) if data.get("val_source") else None
+    return PreferenceDataModule(
+        source=instantiate_component(data.source),
+        segmenter=build_segmenter(cfg.segmenter),
+        tokenizer=tokenizer,
+        segments=list(cfg.segments),
+        max_length=data.max_length,
+        truncation=data.truncation,
+        truncate_from=data.truncate_from,
+        batch_size=data.batch_size,
+        eval_batch_size=data.eval_batch_size,
+        packed=data.packed,
+        pack_length=data.pack_length,
+        paired=paired,
+        val_fraction=data.val_fraction,
+        val_source=val_source,
+        max_val_pairs=data.max_val_pairs,
+        seed=cfg.seed,
+        num_workers=data.num_workers,
+        system_prompt=data.system_prompt,
+        length_grouped=data.length_grouped,
+        use_cache=data.use_cache,
+    )

@@ -1,0 +1,213 @@
+"""`hipo eval` and the end-of-training evaluation: same benchmarks, prompts, decoding and grader for every method."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from hipo.app.builders import build_policy, instantiate_component
+from hipo.eval.benchmarks import BenchmarkData, load_benchmark_data
+from hipo.eval.generation import GenerationConfig
+from hipo.eval.judge import Judge
+from hipo.eval.runner import EvaluationResult, evaluate
+from hipo.tracking.run import git_commit, tracked_run
+
+log = logging.getLogger(__name__)
+
+
+# ---- config -> evaluation objects -----------------------------------------------------------------------------------
+def load_benchmarks(benchmark_nodes: DictConfig, limit: int | None = None) -> list[BenchmarkData]:
+    """Every selected benchmark, loaded (and validated) before any model is touched.
+
+    Args:
+        benchmark_nodes: ``{name: {name, path, limit, seed}}`` from ``benchmark=[...]``.
+        limit: overrides each benchmark's own ``limit``.
+
+    Raises:
+        ValueError: no benchmark selected, or an unknown name (listing the known ones).
+        FileNotFoundError: a ``path`` that does not exist.
+    """
+    if not benchmark_nodes:
+        raise ValueError("no benchmark selected: pass e.g. benchmark=[gsm8k,math500] (see conf/benchmark/)")
+    loaded = []
+    for key, node in benchmark_nodes.items():
+        loaded.append(
+            load_benchmark_data(
+                str(node.get("name") or key),
+                path=node.get("path"),
+                limit=limit if limit is not None else node.get("limit"),
+                seed=int(node.get("seed", 0)),
+            )
+        )
+    return loaded
+
+
+def generation_config(settings: DictConfig) -> GenerationConfig:
+    """``GenerationConfig`` from ``evaluate.generation`` (validated again by its ``__post_init__``)."""
+    values = OmegaConf.to_container(settings, resolve=True)
+    assert isinstance(values, dict)
+    return GenerationConfig(**values)
+
+
+def build_judge(judge_cfg: DictConfig) -> Judge | None:
+    """The rubric judge when ``evaluate.judge.enabled`` (blind by default), else None."""
+    if not judge_cfg.enabled:
+        return None
+    client = instantiate_component(judge_cfg.client)
+    return Judge(
+        client, concurrency=judge_cfg.concurrency, blind=judge_cfg.blind, include_reference=judge_cfg.include_reference
+    )
+
+
+# ---- models to evaluate ---------------------------------------------------------------------------------------------
+def load_for_eval(cfg: DictConfig) -> tuple[Any, Any, str]:
+    """(model in eval mode, tokenizer, description) of a base model, a LoRA adapter or a training checkpoint.
+
+    ``checkpoint`` may be a `hipo train` output folder (``…/final``: an adapter or a full model, with ``hipo.json``
+    naming its base model) or a Lightning ``.ckpt`` (its tensors are loaded onto ``model=`` built as in training).
+    Without ``checkpoint``, ``model=`` is evaluated as configured (``model.adapter_path`` applies an adapter).
+    """
+    model_cfg = cfg.model.copy()
+    checkpoint = cfg.get("checkpoint")
+    description = str(model_cfg.name_or_path)
+    if checkpoint:
+        path = Path(str(checkpoint)).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"checkpoint={checkpoint}: no such file or folder")
+        if path.is_dir():
+            meta = json.loads((path / "hipo.json").read_text()) if (path / "hipo.json").exists() else {}
+            if (path / "adapter_config.json").exists():
+                model_cfg.name_or_path = meta.get("base_model", model_cfg.name_or_path)
+                model_cfg.adapter_path = str(path)
+            elif (path / "config.json").exists():
+                model_cfg.name_or_path = str(path)
+                model_cfg.adapter_path = None
+            else:
+                raise FileNotFoundError(f"checkpoint={checkpoint}: neither adapter_config.json nor config.json inside")
+            model_cfg.lora.enabled = False
+            description = f"{model_cfg.name_or_path} + {path}" if model_cfg.adapter_path else str(path)
+    bundle = build_policy(model_cfg)
+    model = bundle.policy
+    if checkpoint and Path(str(checkpoint)).is_file():
+        _load_lightning_checkpoint(model, Path(str(checkpoint)))
+        description = f"{model_cfg.name_or_path} + {checkpoint}"
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model, bundle.tokenizer, description
+
+
+def _load_lightning_checkpoint(model: torch.nn.Module, path: Path) -> None:
+    """Loads the ``policy.*`` tensors of a PreferenceModule checkpoint (full, or trainable-only for LoRA)."""
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    policy_state = {k[len("policy.") :]: v for k, v in state.items() if k.startswith("policy.")}
+    if not policy_state:
+        raise ValueError(f"checkpoint={path}: no policy tensors in it (is it a `hipo train` checkpoint?)")
+    result = model.load_state_dict(policy_state, strict=False)
+    if result.unexpected_keys:
+        raise ValueError(
+            f"checkpoint={path}: {len(result.unexpected_keys)} tensors do not fit model={model.__class__.__name__} "
+            f"(e.g. {result.unexpected_keys[0]}); build the same model (and LoRA settings) as in training"
+        )
+
+
+def _generator(cfg: DictConfig, model: Any) -> Any:
+    """The model itself (transformers generate) or a vLLM engine with the same prompts and grading."""
+    if cfg.evaluate.engine == "hf":
+        return model
+    if cfg.evaluate.engine != "vllm":
+        raise ValueError(f"evaluate.engine must be hf or vllm, got {cfg.evaluate.engine!r}")
+    from hipo.eval.vllm_engine import VLLMGenerator
+    from hipo.models.loading import _resolve_source
+
+    source, _ = _resolve_source(str(cfg.model.name_or_path))
+    return VLLMGenerator(source, adapter_path=cfg.model.adapter_path, dtype=str(cfg.model.dtype))
+
+
+# ---- commands -------------------------------------------------------------------------------------------------------
+def format_results(result: EvaluationResult) -> str:
+    """A Markdown table: benchmark, items, accuracy (and pass/maj@k, judge mean when present), tokens/s."""
+    lines = ["| benchmark | items | accuracy | extra | tokens/s |", "|---|---:|---:|---|---:|"]
+    for name, bench in result.benchmarks.items():
+        extra = [f"pass@{k} {v:.3f}" for k, v in bench.pass_at_k.items()]
+        extra += [f"maj@{k} {v:.3f}" for k, v in bench.maj_at_k.items()]
+        scores = [v for k, v in bench.judge.items() if k != "verbosity"]
+        if scores:
+            extra.append(f"judge mean {sum(scores) / len(scores):.2f} ({bench.judge_failed} failed)")
+        lines.append(
+            f"| {name} | {bench.n_items} | {bench.accuracy:.3f} | {', '.join(extra) or '-'} | "
+            f"{bench.tokens_per_second:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def run_evaluation(
+    cfg: DictConfig, model: Any, tokenizer: Any, benchmarks: list[BenchmarkData], step: int | None = None
+) -> EvaluationResult:
+    """Generates, grades (and judges) every benchmark and logs into the active MLflow run."""
+    samples_dir = cfg.evaluate.samples_dir or str(Path(cfg.output_dir) / "eval")
+    with torch.no_grad():
+        return evaluate(
+            _generator(cfg, model),
+            tokenizer,
+            benchmarks,
+            generation_config=generation_config(cfg.evaluate.generation),
+            judge=build_judge(cfg.evaluate.judge),
+            log_to_mlflow=True,
+            step=step,
+            samples_dir=samples_dir,
+        )
+
+
+def evaluate_command(cfg: DictConfig) -> dict[str, Any]:
+    """`hipo eval`: benchmarks are loaded first (bad names/files fail before any model or run), then one run."""
+    started = time.perf_counter()
+    benchmarks = load_benchmarks(cfg.benchmark, cfg.limit if cfg.limit is not None else cfg.evaluate.limit)
+    model, tokenizer, description = load_for_eval(cfg)
+    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    method = str(cfg.method or ("checkpoint" if cfg.checkpoint else "base"))
+    tags = {
+        "hipo.kind": "eval",
+        "hipo.method": method,
+        "hipo.model": description,
+        "hipo.benchmarks": ",".join(b.name for b in benchmarks),
+        "hipo.seed": str(cfg.seed),
+        "hipo.git_commit": git_commit(),
+        **{str(k): str(v) for k, v in cfg.logger.tags.items()},
+    }
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    with tracked_run(
+        tracking_uri=cfg.logger.tracking_uri,
+        experiment_name=cfg.logger.experiment_name,
+        run_name=cfg.logger.run_name or f"eval-{method}",
+        tags=tags,
+        params=resolved,
+        artifact_location=cfg.logger.artifact_location,
+    ) as run_id:
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_dict(resolved, "config/resolved.yaml")
+            result = run_evaluation(cfg, model, tokenizer, benchmarks)
+            mlflow.log_metric("time/eval_job_s", time.perf_counter() - started)
+        table = format_results(result)
+        print(table)
+        print(f"MLflow run id: {run_id}  (experiment {cfg.logger.experiment_name!r}, store {cfg.logger.tracking_uri})")
+    return {"run_id": run_id, "metrics": result.metrics()}
+
+
+def evaluate_after_training(
+    cfg: DictConfig, policy: Any, tokenizer: Any, run_id: str, benchmarks: list[BenchmarkData], step: int
+) -> EvaluationResult:
+    """Evaluates the trained policy into the training run (``evaluate.enabled=true`` with ``benchmark=[...]``)."""
+    policy.eval()
+    with mlflow.start_run(run_id=run_id):
+        result = run_evaluation(cfg, policy, tokenizer, benchmarks, step=step)
+    print(format_results(result))
+    return result

@@ -1,0 +1,39 @@
+"""`hipo segment`: shows how the first N rows of a dataset are segmented, for a person to check the segmenter."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from omegaconf import DictConfig
+
+from hipo.app.builders import build_segmenter, instantiate_component
+from hipo.data.describe import describe_segmentation
+from hipo.data.segmenters.base import segment_rows
+from hipo.data.stats import DataStats
+
+
+def segment(cfg: DictConfig) -> dict[str, Any]:
+    """Segments ``cfg.num_examples`` pairs of ``cfg.data`` with ``cfg.segmenter`` and prints them with token counts.
+
+    Rows are read lazily: only as many as needed to show ``num_examples`` pairs (skipped rows are counted).
+
+    Returns:
+        ``{"shown": n, "stats": DataStats dict}``.
+    """
+    from hipo.models.loading import load_tokenizer
+
+    source = instantiate_component(cfg.data.source)
+    segmenter = build_segmenter(cfg.segmenter)
+    stats = DataStats()
+    pairs = list(itertools.islice(segment_rows(source.rows(), segmenter, stats), int(cfg.num_examples)))
+    tokenizer = load_tokenizer(cfg.model.name_or_path, revision=cfg.model.revision)
+    print(describe_segmentation(pairs, n=len(pairs), tokenizer=tokenizer))
+    counts = stats.as_dict()
+    print(f"\nrows read: {counts['rows_read']}, shown: {len(pairs)}, " + _skips(counts))
+    return {"shown": len(pairs), "stats": counts}
+
+
+def _skips(counts: dict[str, Any]) -> str:
+    interesting = {k: v for k, v in counts.items() if k not in ("rows_read", "pairs_kept") and v}
+    return ", ".join(f"{k}: {v}" for k, v in interesting.items()) or "no rows skipped or fallen back"

@@ -1,0 +1,54 @@
+"""Registers every schema in Hydra's ConfigStore and HiPO's OmegaConf resolvers (idempotent)."""
+
+from __future__ import annotations
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+from hipo.config import components as c
+from hipo.config import schema as s
+
+_SCHEMAS: dict[str, dict[str, object]] = {
+    "schema/model": {"model": s.ModelConfig},
+    "schema/data": {"data": s.DataConfig},
+    "schema/trainer": {"trainer": s.TrainerConfig},
+    "schema/logger": {"logger": s.LoggerConfig},
+    "schema/loss": {"dpo": c.DPOLossConfig, "hipo": c.HiPOLossConfig, "kto": c.KTOLossConfig},
+    "schema/loss/weights": {
+        "fixed": c.FixedWeightsConfig,
+        "uncertainty": c.UncertaintyWeightsConfig,
+        "softmax_floor": c.SoftmaxFloorWeightsConfig,
+        "staged": c.StagedWeightsConfig,
+    },
+}
+
+
+def _num_terms(segments: list[str]) -> int:
+    """Number of loss terms: one per segment plus the whole response."""
+    return len(segments) + 1
+
+
+def register_configs() -> None:
+    """Stores the schemas (``schema_run`` and ``schema/<group>/<name>``) and the ``hipo.*`` resolvers."""
+    store = ConfigStore.instance()
+    store.store(name="schema_run", node=s.RunConfig)
+    store.store(name="schema_eval", node=s.EvalRunConfig)
+    store.store(name="schema_report", node=s.ReportRunConfig)
+    for group, nodes in _SCHEMAS.items():
+        for name, node in nodes.items():
+            store.store(group=group, name=name, node=node)
+    for extra_group, nodes in _extra_schemas().items():
+        for name, node in nodes.items():
+            store.store(group=extra_group, name=name, node=node)
+    from hipo.bench.config import register_bench_configs
+
+    register_bench_configs()
+    if not OmegaConf.has_resolver("hipo.num_terms"):
+        OmegaConf.register_new_resolver("hipo.num_terms", _num_terms)
+
+
+def _extra_schemas() -> dict[str, dict[str, object]]:
+    """Schemas of component groups defined next to their components (segmenters, sources, evaluation)."""
+    from hipo.config import data_components as d
+
+    return d.SCHEMAS

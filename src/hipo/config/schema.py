@@ -1,0 +1,192 @@
+"""Dataclass schemas of the config groups that are plain settings (not ``_target_``-built components).
+
+Component groups (``loss``, ``loss/weights``, ``segmenter``, ``data.source``, ``benchmark``) have schemas next to
+them in :mod:`hipo.config.components`, mirroring their constructors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+from hipo.config.data_components import EvaluateConfig
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters (peft). With LoRA the reference is the base model with adapters disabled (no second copy)."""
+
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: Any = "all-linear"
+
+
+@dataclass
+class ModelConfig:
+    """Which policy model to train.
+
+    Attributes:
+        name_or_path: ``embedded:smollm2-135m`` (default, offline), ``tiny`` (random 2-layer, tests), a hub id or a
+            local folder.
+        dtype: float32 | bfloat16 | float16 (bf16 is slower than fp32 on most CPUs).
+        attn_implementation: sdpa | eager | flash_attention_2 (GPU) | flex_attention.
+        gradient_checkpointing: recompute activations in backward (less memory, ~30% more compute).
+        compile: wrap the policy in ``torch.compile``.
+        logprob_chunk_size: rows of hidden states per chunk when computing selected-token log-probs.
+        adapter_path: a saved LoRA adapter to load onto the base model (evaluation, continued training).
+    """
+
+    name_or_path: str = "embedded:smollm2-135m"
+    dtype: str = "float32"
+    attn_implementation: str = "sdpa"
+    gradient_checkpointing: bool = False
+    compile: bool = False
+    logprob_chunk_size: int = 1024
+    revision: str | None = None
+    trust_remote_code: bool = False
+    adapter_path: str | None = None
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW over the trainable policy parameters and the learned segment weights."""
+
+    lr: float = 5.0e-6
+    weights_lr: float = 1.0e-2
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    scheduler: str = "cosine"  # cosine | linear | constant
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer settings (the subset HiPO exposes; see lightning.pytorch.Trainer)."""
+
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    strategy: str = "auto"
+    precision: str = "32-true"
+    max_steps: int = 100
+    max_epochs: int = -1
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = 1.0
+    log_every_n_steps: int = 1
+    val_check_interval: Any = None
+    limit_val_batches: Any = None
+    num_sanity_val_steps: int = 0
+    enable_progress_bar: bool = True
+    checkpoint_every_n_steps: int = 50
+    deterministic: bool = False
+
+
+@dataclass
+class DataConfig:
+    """Segmented preference data: a source of rows plus tokenization and batching settings.
+
+    Attributes:
+        name: a short label for tags and run names.
+        source: a ``_target_`` node building the row source (synthetic generator, JSONL file, hub dataset).
+        max_length: tokens per sequence (prompt + response) before the truncation policy applies.
+        truncation: drop_pair | truncate_segment.
+        truncate_from: the segment shortened first under ``truncate_segment``.
+        packed: padding-free batches (several sequences per row, attention confined to each).
+        pack_length: tokens per packed row.
+        val_source: a separate validation source (``null``: hold out ``val_fraction`` of ``source``).
+        prompt_field: the rows' prompt column (``question`` for the synthetic and Math-Stack-Exchange data).
+        val_fraction: held-out share of the rows when the source has no validation split.
+        system_prompt: optional system message for the chat template (``null``: the template's default).
+        length_grouped: padded mode batches pairs of similar length (less padding).
+    """
+
+    name: str = MISSING
+    source: Any = MISSING
+    val_source: Any = None
+    path: str | None = None  # the data file of file-based sources (``data=jsonl data.path=FILE``)
+    prompt_field: str = "question"
+    batch_size: int = 4
+    eval_batch_size: int = 8
+    max_length: int = 512
+    truncation: str = "truncate_segment"
+    truncate_from: str = "Mt"
+    packed: bool = False
+    pack_length: int = 2048
+    val_fraction: float = 0.1
+    max_val_pairs: int | None = None
+    num_workers: int = 0
+    system_prompt: str | None = None
+    length_grouped: bool = True
+    use_cache: bool = True
+
+
+@dataclass
+class LoggerConfig:
+    """MLflow tracking (embedded SQLite store + ./mlruns artifacts by default)."""
+
+    tracking_uri: str = "sqlite:///mlflow.db"
+    artifact_location: str = "mlruns"
+    experiment_name: str = "hipo"
+    run_name: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RunConfig:
+    """The root of ``hipo train`` / ``hipo eval`` / ``hipo segment`` configs."""
+
+    model: ModelConfig = MISSING
+    loss: Any = MISSING
+    data: DataConfig = MISSING
+    segmenter: Any = MISSING
+    trainer: TrainerConfig = MISSING
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    logger: LoggerConfig = MISSING
+    segments: list[str] = field(default_factory=lambda: ["Rq", "Mt", "Ra"])
+    seed: int = 0
+    method: str | None = None  # label for reports (defaults to the loss name)
+    experiment: str | None = None
+    output_dir: str = "${hydra:runtime.output_dir}"
+    resume: str | None = None  # a checkpoint path, or "auto" for the last checkpoint of this output_dir
+    reference_cache: bool = False
+    benchmark: dict[str, Any] = field(default_factory=dict)  # benchmark=[gsm8k,synthetic]: evaluated when enabled
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    num_examples: int = 5  # `hipo segment`: how many pairs to show
+
+
+@dataclass
+class EvalRunConfig:
+    """Root of `hipo eval`: a model (base, adapter or checkpoint) evaluated on the selected benchmarks."""
+
+    model: ModelConfig = MISSING
+    logger: LoggerConfig = MISSING
+    benchmark: dict[str, Any] = field(default_factory=dict)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    checkpoint: str | None = None  # a `hipo train` output folder (…/final) or a Lightning .ckpt
+    limit: int | None = None  # shortcut for evaluate.limit
+    seed: int = 0
+    method: str | None = None
+    output_dir: str = "${hydra:runtime.output_dir}"
+
+
+@dataclass
+class ReportRunConfig:
+    """Root of `hipo report`: which runs (one selector), the baseline, and where the files go."""
+
+    logger: LoggerConfig = MISSING
+    experiment_config: str | None = (
+        None  # `experiment=NAME` on the command line: its latest sweep (tag hipo.experiment)
+    )
+    mlflow_experiment: str | None = None  # an MLflow experiment name (alone: all its runs)
+    sweep_id: str | None = None
+    parent_run_id: str | None = None
+    baseline: str | None = "dpo"
+    group_by: str = "hipo.method"
+    n_resamples: int = 10_000
+    seed: int = 0
+    out_dir: str | None = None  # default: experiments/<experiment>/report, else reports/<selector>
+    log_to_parent: bool = True

@@ -1,0 +1,56 @@
+"""Held-out preference accuracy per segment, accumulated exactly over a whole validation set."""
+
+from __future__ import annotations
+
+import torch
+
+from hipo.losses.types import SegmentLogps
+
+
+class HeldOutPreferenceMetrics:
+    """Accumulates implicit-reward margins of held-out pairs, per segment and for the whole response.
+
+    The implicit reward of a response segment is ``beta * (log pi - log pi_ref)`` summed over its tokens. A pair's
+    margin for term k is chosen minus rejected. Accuracy counts a positive margin as 1, an exact tie as 1/2 (so a
+    policy equal to its reference scores chance, 0.5, instead of 0) and a negative margin as 0. Terms empty on both
+    sides of a pair are left out of that term's statistics.
+    """
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = list(names)
+        self.reset()
+
+    def reset(self) -> None:
+        n = len(self.names)
+        self.margin_sum = torch.zeros(n, dtype=torch.float64)
+        self.correct = torch.zeros(n, dtype=torch.float64)
+        self.present = torch.zeros(n, dtype=torch.float64)
+
+    @torch.no_grad()
+    def update(self, policy: SegmentLogps, reference: SegmentLogps, beta: float) -> None:
+        """Adds one paired batch: rows 0..B-1 chosen, B..2B-1 rejected; sums/counts [2B, S+1]."""
+        if policy.sums.shape != reference.sums.shape:
+            raise ValueError(f"policy {tuple(policy.sums.shape)} and reference {tuple(reference.sums.shape)} differ")
+        if policy.sums.shape[1] != len(self.names):
+            raise ValueError(f"expected {len(self.names)} terms ({self.names}), got {policy.sums.shape[1]}")
+        pairs = policy.sums.shape[0] // 2
+        rewards = beta * (policy.sums - reference.sums).double().cpu()
+        margins = rewards[:pairs] - rewards[pairs:]
+        counts = policy.counts.cpu()
+        present = ((counts[:pairs] > 0) | (counts[pairs:] > 0)).double()
+        score = (margins > 0).double() + 0.5 * (margins == 0).double()
+        self.margin_sum += (margins * present).sum(0)
+        self.correct += (score * present).sum(0)
+        self.present += present.sum(0)
+
+    def compute(self) -> dict[str, float]:
+        """``rewards/accuracy/<name>``, ``rewards/margin/<name>`` and ``pairs/<name>`` over everything added."""
+        out: dict[str, float] = {}
+        for i, name in enumerate(self.names):
+            n = float(self.present[i])
+            if n == 0:
+                continue
+            out[f"rewards/accuracy/{name}"] = float(self.correct[i]) / n
+            out[f"rewards/margin/{name}"] = float(self.margin_sum[i]) / n
+            out[f"pairs/{name}"] = n
+        return out

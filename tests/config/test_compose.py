@@ -1,0 +1,94 @@
+"""Every config in conf/ composes against its schema, and its components instantiate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from hipo.app.builders import instantiate_component
+from hipo.config.compose import compose_config
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+REQUIRED = {"data=jsonl": ["data.path=pairs.jsonl"]}  # options with a mandatory value
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def _compose(overrides: list[str], config_name: str = "config"):
+    return compose_config(overrides, config_name)
+
+
+@pytest.mark.parametrize("group", ["model", "loss", "data", "segmenter", "trainer", "logger"])
+def test_every_option_of_group_composes(group: str) -> None:
+    options = _options(group)
+    assert options, f"conf/{group} is empty"
+    for option in options:
+        cfg = _compose([f"{group}={option}", *REQUIRED.get(f"{group}={option}", [])])
+        OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+
+
+@pytest.mark.parametrize("weights", _options("loss/weights"))
+def test_every_weight_option_instantiates_with_the_right_length(weights: str) -> None:
+    cfg = _compose(["loss=hipo", f"loss/weights={weights}"])
+    loss = instantiate_component(cfg.loss)
+    assert loss.weights().shape == (len(cfg.segments) + 1,)
+
+
+@pytest.mark.parametrize("loss", _options("loss"))
+def test_every_loss_instantiates(loss: str) -> None:
+    cfg = _compose([f"loss={loss}"])
+    module = instantiate_component(cfg.loss)
+    assert isinstance(module.paired, bool)
+
+
+@pytest.mark.parametrize("segmenter", _options("segmenter"))
+def test_every_segmenter_instantiates(segmenter: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")  # the llm segmenter refuses api.openai.com without a key
+    cfg = _compose([f"segmenter={segmenter}"])
+    instantiate_component(cfg.segmenter)
+
+
+@pytest.mark.parametrize("experiment", _options("experiment"))
+def test_every_experiment_composes(experiment: str) -> None:
+    cfg = _compose([f"experiment={experiment}"])
+    OmegaConf.to_container(cfg, resolve=False)
+    instantiate_component(cfg.loss)
+
+
+def test_misspelled_key_names_the_key() -> None:
+    with pytest.raises((ConfigCompositionException, ConfigKeyError)) as excinfo:
+        _compose(["loss.bta=0.3"])
+    assert "bta" in str(excinfo.value) or "bta" in str(excinfo.value.__cause__)
+
+
+def test_misspelled_nested_key_in_model_names_the_key() -> None:
+    with pytest.raises((ConfigCompositionException, ConfigKeyError)) as excinfo:
+        _compose(["model.lora.rank=8"])
+    assert "rank" in str(excinfo.value) or "rank" in str(excinfo.value.__cause__)
+
+
+def test_wrong_type_is_rejected() -> None:
+    with pytest.raises((ConfigCompositionException, ValidationError)) as excinfo:
+        _compose(["trainer.max_steps=many"])
+    assert "max_steps" in str(excinfo.value) or "max_steps" in str(excinfo.value.__cause__)
+
+
+def test_paper_weights_are_the_default() -> None:
+    cfg = _compose([])
+    assert list(cfg.loss.weights["values"]) == [0.25, 0.25, 0.20, 0.30]
+    assert cfg.loss.beta == 0.2
+
+
+def test_jsonl_data_without_a_path_fails_naming_the_key() -> None:
+    cfg = _compose(["data=jsonl"])
+    with pytest.raises(Exception) as excinfo:
+        OmegaConf.to_container(cfg.data, resolve=True, throw_on_missing=True)
+    assert "path" in str(excinfo.value)
