@@ -55,6 +55,8 @@ def _hydra_entry(module_name: str, function_name: str, config_name: str) -> Call
 
         if str(HydraConfig.get().mode) != "RunMode.MULTIRUN":
             return target(cfg)
+        if cfg.get("objective"):  # an optimizing sweeper (Optuna) needs the value, and a failed trial must raise
+            return target(cfg)["objective"]
         try:  # one failed job of a sweep is marked failed (in MLflow too) and the sweep goes on
             return target(cfg)
         except Exception as error:

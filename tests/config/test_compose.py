@@ -92,3 +92,68 @@ def test_jsonl_data_without_a_path_fails_naming_the_key() -> None:
     with pytest.raises(Exception) as excinfo:
         OmegaConf.to_container(cfg.data, resolve=True, throw_on_missing=True)
     assert "path" in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    ("experiment", "hub_id"),
+    [("paper_qwen2.5_7b", "Qwen/Qwen2.5-7B-Instruct"), ("paper_llama3.1_8b", "meta-llama/Llama-3.1-8B-Instruct")],
+)
+def test_paper_configs_name_the_paper_setup(experiment: str, hub_id: str) -> None:
+    cfg = _compose([f"experiment={experiment}"])
+    assert cfg.model.name_or_path == hub_id
+    assert cfg.data.source.dataset_id == "prhegde/preference-data-math-stack-exchange"
+    assert cfg.segmenter._target_.endswith("LLMSegmenter")
+    assert cfg.loss.beta == 0.2 and list(cfg.loss.weights["values"]) == [0.25, 0.25, 0.20, 0.30]
+    assert sorted(cfg.benchmark) == sorted(["gsm8k", "math500", "minerva_math", "aime24", "gaokao2023en"])
+    assert cfg.evaluate.enabled and cfg.evaluate.judge.enabled and cfg.evaluate.judge.client.model == "gpt-4.1"
+    assert not cfg.evaluate.generation.do_sample  # greedy, the same for every method
+
+
+def _hydra_node(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    from hipo.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=overrides, return_hydra_config=True).hydra
+
+
+@pytest.mark.parametrize(
+    ("override", "target"),
+    [
+        ("hydra/launcher=parallel", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
+        ("hydra/launcher=slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
+        ("hydra/sweeper=tune", "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"),
+    ],
+)
+def test_launcher_and_sweeper_configs_compose(override: str, target: str) -> None:
+    node = _hydra_node([override])
+    group = "launcher" if "launcher" in override else "sweeper"
+    assert node[group]._target_ == target
+
+
+def test_tuning_experiment_samples_weights_through_tune_variables() -> None:
+    node = _hydra_node(["experiment=tune_hipo"])
+    assert node.sweeper._target_.endswith("OptunaSweeper")
+    assert "loss.beta" in node.sweeper.params and "tune.w_mt" in node.sweeper.params
+    cfg = _compose(["experiment=tune_hipo", "tune.w_mt=0.7"])
+    assert cfg.objective == "val_after/rewards/accuracy/whole"
+    assert instantiate_component(cfg.loss).weights().tolist() == pytest.approx([0.25, 0.7, 0.2, 0.3])
+
+
+@pytest.mark.parametrize(
+    ("method", "loss_target", "weights_target"),
+    [
+        ("dpo", "DPOLoss", None),
+        ("hipo", "HiPOLoss", "FixedWeights"),
+        ("hipo_learned", "HiPOLoss", "UncertaintyWeights"),
+        ("hipo_staged", "HiPOLoss", "StagedWeights"),
+        ("kto", "KTOLoss", None),
+    ],
+)
+def test_method_presets_select_loss_and_weights(method: str, loss_target: str, weights_target: str | None) -> None:
+    cfg = _compose([f"method={method}"])
+    assert cfg.loss._target_.endswith(loss_target)
+    assert (cfg.loss.get("weights") or {}).get("_target_", "").endswith(weights_target or "")
+    assert cfg.method

@@ -49,7 +49,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Trains one policy: setup (data errors surface here, before any run exists), then a tracked fit.
 
     Returns:
-        ``{"run_id", "val_before", "val_after", "output_dir"}``.
+        ``{"run_id", "val_before", "val_after", "output_dir"}`` (+ ``"objective"``: the value of ``cfg.objective``).
     """
     started = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True)
@@ -136,7 +136,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         (output_dir / "held_out.md").write_text(table + "\n")
         mlflow.log_text(table, "held_out.md", run_id=run_id)
         print(f"MLflow run id: {run_id}  (experiment {cfg.logger.experiment_name!r}, store {cfg.logger.tracking_uri})")
-    return {"run_id": run_id, "val_before": val_before, "val_after": val_after, "output_dir": str(output_dir)}
+    result = {"run_id": run_id, "val_before": val_before, "val_after": val_after, "output_dir": str(output_dir)}
+    if cfg.objective:  # what an Optuna sweep maximizes
+        if cfg.objective not in summary:
+            raise KeyError(f"objective={cfg.objective!r} is not a final metric; known: {sorted(summary)}")
+        result["objective"] = summary[cfg.objective]
+    return result
 
 
 def _cached_reference(cfg: DictConfig, bundle: Any, datamodule: Any, live: Any) -> Any:

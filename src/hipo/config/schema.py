@@ -156,6 +156,8 @@ class RunConfig:
     benchmark: dict[str, Any] = field(default_factory=dict)  # benchmark=[gsm8k,synthetic]: evaluated when enabled
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     num_examples: int = 5  # `hipo segment`: how many pairs to show
+    objective: str | None = None  # a final metric (e.g. val_after/rewards/accuracy/whole) returned to a sweeper
+    tune: dict[str, Any] = field(default_factory=dict)  # free variables for sweepers, interpolated by other keys
 
 
 @dataclass
