@@ -10,10 +10,11 @@ from typing import Any
 
 import lightning as L
 import mlflow
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from hipo.app.builders import build_datamodule, build_policy, instantiate_component, method_label, reference_fn
+from hipo.app.quiet import quiet_third_party
 from hipo.app.summary import format_held_out_table
 from hipo.tracking.lightning_logger import AttachedMLFlowLogger
 from hipo.tracking.run import git_commit, tracked_run
@@ -52,6 +53,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ``{"run_id", "val_before", "val_after", "output_dir"}`` (+ ``"objective"``: the value of ``cfg.objective``).
     """
     started = time.perf_counter()
+    quiet_third_party()
     L.seed_everything(cfg.seed, workers=True)
     choices, overrides, multirun = hydra_context()
     output_dir = Path(cfg.output_dir)
@@ -198,7 +200,7 @@ def _build_trainer(cfg: DictConfig, run_id: str, output_dir: Path) -> L.Trainer:
         enable_model_summary=False,
         deterministic=t.deterministic,
         logger=logger,
-        callbacks=[checkpoint],
+        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step")],
         default_root_dir=str(output_dir),
     )
 
