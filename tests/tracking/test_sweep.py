@@ -247,3 +247,16 @@ def test_real_hydra_multirun_groups_jobs_under_one_parent(tmp_path: Path, mlflow
     assert names == {"dpo-seed0": "FINISHED", "dpo-seed1": "FINISHED", "kto-seed0": "FINISHED", "kto-seed1": "FAILED"}
     assert parent.info.status == "FAILED" and parent.data.metrics["sweep/children_finished"] == 3.0
     assert json.loads((tmp_path / "multirun" / PARENT_FILE).read_text())["run_id"] == parent.info.run_id
+
+
+def test_keys_swept_by_the_config_itself_are_named(tmp_path: Path, mlflow_uri: str, clean_env) -> None:
+    """An experiment's own grid (`hydra.sweeper.params`) varies too: `hipo train -m experiment=study_cpu`."""
+    cfg = _multirun_config(tmp_path / "sweep", ["experiment=study_cpu"])
+    cfg.hydra.sweeper = OmegaConf.create({"params": {"method": "dpo,hipo", "seed": "0,1,2", "trainer.max_steps": 5}})
+    callback = MLflowSweepCallback(mlflow_uri, "hipo-test")
+    callback.on_multirun_start(cfg)
+    try:
+        assert json.loads(os.environ[VARYING_ENV]) == ["method", "seed"]
+        assert child_run_name(["method=hipo", "seed=2", "experiment=study_cpu"], base="hipo") == "hipo-seed2"
+    finally:
+        callback.on_multirun_end(cfg)

@@ -208,10 +208,14 @@ class MLflowSweepCallback(Callback):
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.sweep_id = f"{_sanitize(label, 40)}-{stamp}-{uuid.uuid4().hex[:6]}"
         experiment_id = ensure_experiment(self.tracking_uri, self.experiment_name, self.artifact_location)
+        # what varies: sweeps on the command line and in `hydra.sweeper.params` (e.g. an experiment's own grid)
+        params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+        param_overrides = [f"{key}={value}" for key, value in params.items()]
         try:
             varying = varying_keys(overrides)
+            varying += [key for key in varying_keys(param_overrides) if key not in varying]
         except Exception as err:  # an override the grammar refuses: name nothing rather than fail the sweep
-            log.warning("could not parse the sweep overrides %s: %s", overrides, err)
+            log.warning("could not parse the sweep overrides %s: %s", overrides + param_overrides, err)
             varying = []
         tags = {
             "hipo.sweep_id": self.sweep_id,
