@@ -172,7 +172,7 @@ def evaluate_command(cfg: DictConfig) -> dict[str, Any]:
     benchmarks = load_benchmarks(cfg.benchmark, cfg.limit if cfg.limit is not None else cfg.evaluate.limit)
     model, tokenizer, description = load_for_eval(cfg)
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    method = str(cfg.method or ("checkpoint" if cfg.checkpoint else "base"))
+    method = str(cfg.label or ("checkpoint" if cfg.checkpoint else "base"))
     tags = {
         "hipo.kind": "eval",
         "hipo.method": method,

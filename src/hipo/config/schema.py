@@ -171,7 +171,7 @@ class EvalRunConfig:
     checkpoint: str | None = None  # a `hipo train` output folder (…/final) or a Lightning .ckpt
     limit: int | None = None  # shortcut for evaluate.limit
     seed: int = 0
-    method: str | None = None
+    label: str | None = None  # the method name reports show (tag hipo.method); default base / checkpoint
     output_dir: str = "${hydra:runtime.output_dir}"
 
 
