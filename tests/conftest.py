@@ -51,3 +51,13 @@ def isolated_data_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path
         (cache / "models" / "smollm2-135m-instruct").symlink_to(model_dir)
     monkeypatch.setenv("HIPO_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture(autouse=True)
+def no_sweep_parent_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts outside any sweep, and a sweep callback a test runs cannot leak its parent id to the next."""
+    from hipo.tracking.sweep import PARENT_ENV, VARYING_ENV
+
+    for name in (PARENT_ENV, VARYING_ENV):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)

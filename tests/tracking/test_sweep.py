@@ -249,8 +249,13 @@ def test_real_hydra_multirun_groups_jobs_under_one_parent(tmp_path: Path, mlflow
     assert json.loads((tmp_path / "multirun" / PARENT_FILE).read_text())["run_id"] == parent.info.run_id
 
 
-def test_keys_swept_by_the_config_itself_are_named(tmp_path: Path, mlflow_uri: str, clean_env) -> None:
+def test_keys_swept_by_the_config_itself_are_named(
+    tmp_path: Path, mlflow_uri: str, clean_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An experiment's own grid (`hydra.sweeper.params`) varies too: `hipo train -m experiment=study_cpu`."""
+    for name in (PARENT_ENV, VARYING_ENV):  # registered with monkeypatch so the callback's values are undone
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     cfg = _multirun_config(tmp_path / "sweep", ["experiment=study_cpu"])
     cfg.hydra.sweeper = OmegaConf.create({"params": {"method": "dpo,hipo", "seed": "0,1,2", "trainer.max_steps": 5}})
     callback = MLflowSweepCallback(mlflow_uri, "hipo-test")

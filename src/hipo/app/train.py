@@ -97,7 +97,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     }
     from hipo.tracking.sweep import parent_run_id
 
-    parent = parent_run_id()
+    parent = parent_run_id() if multirun else None  # a single run never attaches to a (stale) sweep parent
     if parent:
         from hipo.tracking.sweep import sweep_id_of
 
