@@ -32,7 +32,7 @@ class ModelConfig:
     Attributes:
         name_or_path: ``embedded:smollm2-135m`` (default, offline), ``tiny`` (random 2-layer, tests), a hub id or a
             local folder.
-        dtype: float32 | bfloat16 | float16 (bf16 measured 1.87x faster than fp32 on the project CPU; see experiments/perf).
+        dtype: float32 | bfloat16 | float16 (bf16: 1.87x fp32 speed on the project CPU, see experiments/perf).
         attn_implementation: sdpa | eager | flash_attention_2 (GPU) | flex_attention.
         gradient_checkpointing: recompute activations in backward (less memory, ~30% more compute).
         compile: wrap the policy in ``torch.compile``.
