@@ -157,3 +157,10 @@ def test_method_presets_select_loss_and_weights(method: str, loss_target: str, w
     assert cfg.loss._target_.endswith(loss_target)
     assert (cfg.loss.get("weights") or {}).get("_target_", "").endswith(weights_target or "")
     assert cfg.method
+
+
+def test_weight_ablation_labels_each_run_by_its_weights() -> None:
+    from hipo.app.builders import method_label
+
+    cfg = _compose(["experiment=ablation_weights", "loss/weights=mt_only"])
+    assert method_label(cfg, {"loss/weights": "mt_only"}) == "hipo-mt_only"  # a pinned `method` would merge them
