@@ -164,3 +164,12 @@ def test_weight_ablation_labels_each_run_by_its_weights() -> None:
 
     cfg = _compose(["experiment=ablation_weights", "loss/weights=mt_only"])
     assert method_label(cfg, {"loss/weights": "mt_only"}) == "hipo-mt_only"  # a pinned `method` would merge them
+
+
+@pytest.mark.parametrize(("max_steps", "expected"), [(40, [10, 10, 10]), (24, [6, 6, 6]), (10, [3, 3, 2])])
+def test_staged_weights_split_the_run_into_four_stages(max_steps: int, expected: list[int]) -> None:
+    cfg = _compose(["loss/weights=staged", f"trainer.max_steps={max_steps}"])
+    assert list(cfg.loss.weights.steps) == expected
+    weights = instantiate_component(cfg.loss).weights
+    weights.set_step(max_steps - 1)
+    assert weights().tolist() == pytest.approx([0.25, 0.25, 0.20, 0.30])  # the last stage is reached

@@ -28,6 +28,14 @@ def _num_terms(segments: list[str]) -> int:
     return len(segments) + 1
 
 
+def _even_stages(total_steps: int, num_stages: int) -> list[int]:
+    """Lengths of the first ``num_stages - 1`` of ``num_stages`` near-equal stages of ``total_steps`` steps."""
+    base, extra = divmod(int(total_steps), int(num_stages))
+    if base < 1:
+        raise ValueError(f"cannot split {total_steps} steps into {num_stages} stages of at least one step")
+    return [base + (1 if index < extra else 0) for index in range(int(num_stages) - 1)]
+
+
 def register_configs() -> None:
     """Stores the schemas (``schema_run`` and ``schema/<group>/<name>``) and the ``hipo.*`` resolvers."""
     store = ConfigStore.instance()
@@ -45,6 +53,8 @@ def register_configs() -> None:
     register_bench_configs()
     if not OmegaConf.has_resolver("hipo.num_terms"):
         OmegaConf.register_new_resolver("hipo.num_terms", _num_terms)
+    if not OmegaConf.has_resolver("hipo.even_stages"):
+        OmegaConf.register_new_resolver("hipo.even_stages", _even_stages)
 
 
 def _extra_schemas() -> dict[str, dict[str, object]]:
