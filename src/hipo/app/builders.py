@@ -26,7 +26,7 @@ class PolicyBundle:
 
     policy: nn.Module
     tokenizer: Any
-    reference: Any
+    reference: Any  # None when built without one
 
 
 def instantiate_component(node: DictConfig, **kwargs: Any) -> Any:
@@ -38,8 +38,11 @@ def instantiate_component(node: DictConfig, **kwargs: Any) -> Any:
     return instantiate(container, **kwargs)
 
 
-def build_policy(model_cfg: DictConfig) -> PolicyBundle:
-    """Loads the model and tokenizer, applies LoRA or a saved adapter, and builds the reference."""
+def build_policy(model_cfg: DictConfig, with_reference: bool = True) -> PolicyBundle:
+    """Loads the model and tokenizer, applies LoRA or a saved adapter, and builds the reference.
+
+    ``with_reference=False`` skips the reference (evaluation): without LoRA it would be a full frozen copy.
+    """
     model, tokenizer = load_model(
         model_cfg.name_or_path,
         dtype=model_cfg.dtype,
@@ -56,7 +59,7 @@ def build_policy(model_cfg: DictConfig) -> PolicyBundle:
         model = apply_lora(
             model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=target or lora.target_modules
         )
-    reference = build_reference(model)
+    reference = build_reference(model) if with_reference else None
     return PolicyBundle(policy=model, tokenizer=tokenizer, reference=reference)
 
 

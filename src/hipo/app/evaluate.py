@@ -93,7 +93,7 @@ def load_for_eval(cfg: DictConfig) -> tuple[Any, Any, str]:
                 raise FileNotFoundError(f"checkpoint={checkpoint}: neither adapter_config.json nor config.json inside")
             model_cfg.lora.enabled = False
             description = f"{model_cfg.name_or_path} + {path}" if model_cfg.adapter_path else str(path)
-    bundle = build_policy(model_cfg)
+    bundle = build_policy(model_cfg, with_reference=False)  # evaluation needs no reference (no frozen copy)
     model = bundle.policy
     if checkpoint and Path(str(checkpoint)).is_file():
         _load_lightning_checkpoint(model, Path(str(checkpoint)))
@@ -125,9 +125,9 @@ def _generator(cfg: DictConfig, model: Any) -> Any:
     if cfg.evaluate.engine != "vllm":
         raise ValueError(f"evaluate.engine must be hf or vllm, got {cfg.evaluate.engine!r}")
     from hipo.eval.vllm_engine import VLLMGenerator
-    from hipo.models.loading import _resolve_source
+    from hipo.models.loading import resolve_model_source
 
-    source, _ = _resolve_source(str(cfg.model.name_or_path))
+    source, _ = resolve_model_source(str(cfg.model.name_or_path))
     return VLLMGenerator(source, adapter_path=cfg.model.adapter_path, dtype=str(cfg.model.dtype))
 
 

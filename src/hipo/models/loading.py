@@ -83,12 +83,12 @@ def load_model(
     if name_or_path == TINY:
         model: PreTrainedModel = build_tiny_model(**(tiny or {})).to(torch_dtype)
         model.set_attn_implementation(attn_implementation)
-        tokenizer = AutoTokenizer.from_pretrained(ensure_converted())
+        tokenizer = load_tokenizer(TINY)
     else:
-        source, from_hub = _resolve_source(name_or_path)
+        source, from_hub = resolve_model_source(name_or_path)
         hub_kwargs: dict[str, Any] = {"revision": revision} if from_hub and revision else {}
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **hub_kwargs)
+            tokenizer = load_tokenizer(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
             model = AutoModelForCausalLM.from_pretrained(
                 source,
                 dtype=torch_dtype,
@@ -118,15 +118,15 @@ def load_tokenizer(
     if name_or_path == TINY:
         tokenizer = AutoTokenizer.from_pretrained(ensure_converted())
     else:
-        source, from_hub = _resolve_source(name_or_path)
+        source, from_hub = resolve_model_source(name_or_path)
         hub_kwargs: dict[str, Any] = {"revision": revision} if from_hub and revision else {}
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **hub_kwargs)
     prepare_tokenizer(tokenizer)
     return tokenizer
 
 
-def _resolve_source(name_or_path: str) -> tuple[str, bool]:
-    """(what to pass to ``from_pretrained``, whether it is a hub id)."""
+def resolve_model_source(name_or_path: str) -> tuple[str, bool]:
+    """(what to pass to ``from_pretrained``, whether it is a hub id); also what vLLM is given."""
     if name_or_path.startswith(EMBEDDED_PREFIX):
         key = name_or_path[len(EMBEDDED_PREFIX) :]
         if key not in EMBEDDED_MODELS:
