@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hipo.data.schema import SegmentedPair, SegmentedResponse, Span
@@ -116,8 +116,13 @@ def check_sequence(tokenizer: Any, pt: PreferenceTokenizer, prompt: str, respons
             window = tokenizer.decode(ids[mine[0] - 1 : mine[-1] + 2])
             assert response.text[span.start : span.end].strip() in window
         elif response.text[span.start : span.end].strip():
-            # A non-blank span without tokens: it sits inside a token anchored elsewhere (straddling a boundary).
-            assert ((offsets[:, 0] < span.start + 1) & (offsets[:, 1] >= span.end)).any()
+            # A non-blank span without tokens: its non-blank text sits inside a token anchored elsewhere
+            # (straddling a boundary). E.g. ':: :' split ':' | ': ' | ':' tokenizes '::' + ' :', so Mt's ':' lies
+            # in the Rq-anchored '::' while its trailing space starts the Ra-anchored ' :'.
+            text = response.text[span.start : span.end]
+            first = span.start + len(text) - len(text.lstrip())
+            last = span.start + len(text.rstrip())
+            assert ((offsets[:, 0] <= first) & (offsets[:, 1] >= last)).any()
     # Segment order follows the text: ids of the named segments never decrease along the sequence.
     named = seg[(seg >= 0) & (seg < S)]
     assert (np.diff(named) >= 0).all()
@@ -133,6 +138,7 @@ _example = st.tuples(
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(examples=st.lists(_example, min_size=1, max_size=4), batch_size=st.sampled_from([1, 3, 512]))
+@example(examples=[([":", ": ", ":"], "", "", "0")], batch_size=1)  # found by CI: Mt's text inside a Rq token
 def test_segment_ids_properties(smollm2_tokenizer: Any, examples: list[Any], batch_size: int) -> None:
     """Several responses tokenized in one call (batches of 1, 3 or all) each satisfy every property."""
     pt = _PT.setdefault("pt", PreferenceTokenizer(smollm2_tokenizer))
