@@ -1,12 +1,23 @@
-"""The ``hipo`` command: ``hipo train|eval|segment|report|bench [hydra overrides...]``."""
+"""The ``hipo`` command: ``hipo train|eval|segment|report|bench [hydra overrides...] [--verbose]``.
+
+How a command ends (see :mod:`hipo.errors`): 0 when it finished; 2 for a user error (bad data or config: one line
+``error: ...``, plus ``hint: ...`` when there is advice; the traceback only with ``--verbose`` or
+``HYDRA_FULL_ERROR=1``); ``128 + signal`` when a signal stopped it (preemption, Ctrl+C); 1 for anything else
+(with its traceback), and for a sweep in which any job failed -- the sweep runs every job, then lists the failures.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from hipo.errors import USER_ERROR_EXIT_CODE, JobInterrupted, UserError, exit_code_of, one_line
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
     # name: (module, function, root config)
@@ -17,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "bench": ("hipo.app.bench", "bench_command", "bench"),
 }
 
-USAGE = """usage: hipo {train,eval,segment,report,bench} [key=value ...] [-m] [--cfg job] [--help]
+USAGE = """usage: hipo {train,eval,segment,report,bench} [key=value ...] [-m] [--cfg job] [--verbose] [--help]
 
   train    train a policy (DPO / HiPO / KTO ...) on segmented preference pairs, tracked in MLflow
   eval     evaluate a model / adapter / checkpoint on math benchmarks (+ optional rubric judge)
@@ -27,7 +38,11 @@ USAGE = """usage: hipo {train,eval,segment,report,bench} [key=value ...] [-m] [-
 
 Overrides are Hydra's: e.g. `hipo train loss=dpo model=tiny trainer.max_steps=10`,
 sweeps with -m: `hipo train -m loss=dpo,hipo seed=0,1,2`. `hipo train --help` lists the config groups.
+--verbose prints the traceback of user errors too (as does HYDRA_FULL_ERROR=1).
 """
+
+VERBOSE_ENV = "HIPO_VERBOSE"
+_HYDRA_FILES = (".hydra",)
 
 
 def config_dir() -> str:
@@ -38,7 +53,81 @@ def config_dir() -> str:
     return str(Path(__file__).resolve().parents[2] / "conf")
 
 
-def _hydra_entry(module_name: str, function_name: str, config_name: str) -> Callable[[], None]:
+def verbose() -> bool:
+    """Whether errors print their traceback (``--verbose`` or ``HYDRA_FULL_ERROR=1``)."""
+    return os.environ.get(VERBOSE_ENV) == "1" or os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+@dataclass
+class JobFailure:
+    """What a failed job of a sweep returns to Hydra: the sweep goes on and reports it at the end.
+
+    Attributes:
+        error: ``<ExceptionType>: <message>`` on one line.
+        exit_code: what the job alone would have exited with.
+    """
+
+    error: str
+    exit_code: int
+
+
+@dataclass
+class _Invocation:
+    """What one ``hipo`` call did: whether Hydra got as far as running the command (else composition failed)."""
+
+    argv: list[str]
+    task_started: bool = False
+
+
+def report_error(error: BaseException) -> None:
+    """Prints how a job ended to stderr: one line for a user error or a stop, the traceback otherwise."""
+    if isinstance(error, UserError):
+        if verbose():
+            traceback.print_exception(error)
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        if error.hint:
+            print(f"hint: {error.hint}", file=sys.stderr)
+    elif isinstance(error, (JobInterrupted, KeyboardInterrupt)):
+        print(f"hipo: {one_line(error) if str(error) else 'interrupted'}", file=sys.stderr)
+    else:
+        traceback.print_exception(error)
+
+
+def _remove_hydra_only_output(output_dir: str | None) -> None:
+    """Removes a single run's output folder when it holds nothing but Hydra's own files (nothing half-written)."""
+    if not output_dir:
+        return
+    folder = Path(output_dir)
+    if not folder.is_dir() or any(p.name not in _HYDRA_FILES and p.suffix != ".log" for p in folder.iterdir()):
+        return
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    for parent in folder.parents:  # the empty date folders Hydra made above it, up to the working directory
+        if parent == Path.cwd() or not parent.is_dir() or any(parent.iterdir()):
+            break
+        parent.rmdir()
+
+
+def _job_error(error: BaseException, cfg: Any, multirun: bool) -> Any:
+    """What the command does with a job's error: a sweep records it and goes on, a single run exits."""
+    from hydra.core.hydra_config import HydraConfig
+
+    code = exit_code_of(error)
+    if multirun and isinstance(error, Exception) and not isinstance(error, JobInterrupted):
+        if isinstance(error, UserError) and not verbose():
+            logging.getLogger("hipo").error("job %s failed: %s", HydraConfig.get().job.num, one_line(error))
+        else:
+            logging.getLogger("hipo").error("job %s failed", HydraConfig.get().job.num, exc_info=error)
+        failure = JobFailure(f"{type(error).__name__}: {one_line(error)}", code)
+        return float("nan") if cfg.get("objective") else failure  # an optimizing sweeper records a failed trial
+    report_error(error)
+    if isinstance(error, UserError) and not multirun:
+        _remove_hydra_only_output(str(HydraConfig.get().runtime.output_dir))
+    raise SystemExit(code)
+
+
+def _hydra_entry(module_name: str, function_name: str, config_name: str, call: _Invocation) -> Callable[[], None]:
     import importlib
 
     import hydra
@@ -53,34 +142,68 @@ def _hydra_entry(module_name: str, function_name: str, config_name: str) -> Call
     def entry(cfg: DictConfig) -> object:
         from hydra.core.hydra_config import HydraConfig
 
-        if str(HydraConfig.get().mode) != "RunMode.MULTIRUN":
-            return target(cfg)
-        if cfg.get("objective"):  # an optimizing sweeper (Optuna) needs the value, and a failed trial must raise
-            return target(cfg)["objective"]
-        try:  # one failed job of a sweep is marked failed (in MLflow too) and the sweep goes on
-            return target(cfg)
-        except Exception as error:
-            logging.getLogger("hipo").exception("job %s failed", HydraConfig.get().job.num)
-            return {"failed": f"{type(error).__name__}: {error}"}
+        call.task_started = True
+        sys.argv = list(call.argv)  # what re-executes this command (e.g. a requeued job) sees the real command line
+        multirun = str(HydraConfig.get().mode) == "RunMode.MULTIRUN"
+        try:
+            result = target(cfg)
+        except BaseException as error:  # noqa: BLE001 - every outcome is reported and becomes an exit code
+            return _job_error(error, cfg, multirun)
+        if multirun and cfg.get("objective"):  # an optimizing sweeper (Optuna) needs the value
+            return result["objective"]
+        return result
 
     return entry
+
+
+def _finish_sweep() -> None:
+    """After a sweep: lists the failed jobs and exits 1 when any job or child run failed."""
+    from hipo.tracking.sweep import last_sweep_summary
+
+    summary = last_sweep_summary()
+    if summary is None or summary["ok"]:
+        return
+    counts = summary["counts"]
+    print(
+        f"hipo: sweep incomplete: {counts['jobs_failed']} of {counts['jobs']} jobs failed, "
+        f"{counts['children_finished']} of {counts['children']} runs finished",
+        file=sys.stderr,
+    )
+    varying = set(summary.get("varying") or [])
+    for job in summary["jobs"]:
+        if job.get("status") == "FAILED":
+            overrides = [o for o in job.get("overrides", []) if not varying or o.split("=", 1)[0] in varying]
+            print(f"  failed: {' '.join(overrides)}: {job.get('error')}", file=sys.stderr)
+    raise SystemExit(1)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Dispatches ``hipo <command> ...`` to that command's Hydra app (the rest of argv goes to Hydra)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if "--verbose" in args:
+        args.remove("--verbose")
+        os.environ[VERBOSE_ENV] = "1"
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE)
         return
     command, rest = args[0], args[1:]
     if command not in COMMANDS:
         print(f"hipo: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(USER_ERROR_EXIT_CODE)
     module_name, function_name, config_name = COMMANDS[command]
     if command == "report":  # `experiment` names a config group of `hipo train`; for reports it is a plain value
         rest = [f"experiment_config={a.split('=', 1)[1]}" if a.startswith("experiment=") else a for a in rest]
-    sys.argv = [f"hipo {command}", *rest]
-    _hydra_entry(module_name, function_name, config_name)()
+    call = _Invocation(argv=[sys.argv[0], command, *rest])
+    sys.argv = [sys.argv[0], *rest]  # Hydra parses sys.argv[1:]
+    try:
+        _hydra_entry(module_name, function_name, config_name, call)()
+    except SystemExit as exit_:
+        if exit_.code == 1 and not call.task_started:  # Hydra printed a composition error: the config is wrong
+            raise SystemExit(USER_ERROR_EXIT_CODE) from None
+        raise
+    finally:
+        sys.argv = list(call.argv)
+    _finish_sweep()
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from hipo.data.batch import TokenBatch
 from hipo.data.collate import PairCollator, UnpairedCollator, kl_sequence, pack_rows, unpair
-from hipo.data.samplers import LengthGroupedBatchSampler
+from hipo.data.samplers import DistributedLengthGroupedSampler, training_batch_sampler
 from hipo.data.tokenize import TokenizedPair, TokenizedSequence
 
 PAD = 0
@@ -127,31 +127,83 @@ def test_collate_rejects_empty_batches() -> None:
 # ---------------------------------------------------------------- sampler
 
 
+def _batches(sampler: DistributedLengthGroupedSampler) -> list[list[int]]:
+    return [list(b) for b in training_batch_sampler(sampler)]
+
+
 def test_length_grouped_sampler_is_a_seeded_permutation_with_grouped_lengths() -> None:
     rng = np.random.default_rng(0)
     lengths = rng.integers(10, 1000, 203).tolist()
-    sampler = LengthGroupedBatchSampler(lengths, batch_size=8, group_factor=5, seed=1)
-    batches = list(sampler)
-    assert len(batches) == len(sampler) == 26
+    sampler = DistributedLengthGroupedSampler(lengths, batch_size=8, group_factor=5, seed=1)
+    batches = _batches(sampler)
+    assert len(batches) == sampler.num_batches == 26 and len(sampler) == 203
     assert sorted(i for b in batches for i in b) == list(range(203))
-    assert batches == list(LengthGroupedBatchSampler(lengths, 8, 5, seed=1))
-    second_epoch = list(sampler)  # the epoch advances after each pass
+    assert [len(b) for b in batches[:-1]] == [8] * 25 and len(batches[-1]) == 3  # only the last one is short
+    assert batches == _batches(DistributedLengthGroupedSampler(lengths, 8, seed=1, group_factor=5))
+    assert _batches(sampler) == batches  # the epoch is the caller's (Lightning sets it): a second pass repeats it
+    sampler.set_epoch(1)
+    second_epoch = _batches(sampler)
     assert second_epoch != batches and sorted(i for b in second_epoch for i in b) == list(range(203))
-    sampler.set_epoch(0)
-    assert list(sampler) == batches
 
     # Grouping: padding waste (sum over batches of max*size - sum) is far below that of random batches.
     def waste(bs: list[list[int]]) -> int:
         return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in bs)
 
-    random_batches = [list(range(i, min(i + 8, 203))) for i in range(0, 203, 8)]
-    assert waste(batches) < 0.5 * waste(random_batches)
-    dropped = LengthGroupedBatchSampler(lengths, 8, 5, seed=1, drop_last=True)
-    assert len(dropped) == 25 and all(len(b) == 8 for b in dropped)
-    # Two ranks: disjoint halves of the same epoch's batches, 13 each (26 // 2).
-    ranks = [list(LengthGroupedBatchSampler(lengths, 8, 5, seed=1, num_replicas=2, rank=r)) for r in (0, 1)]
-    assert [len(r) for r in ranks] == [13, 13] and ranks[0] + ranks[1] != batches
-    assert sorted(map(tuple, ranks[0] + ranks[1])) == sorted(map(tuple, batches))
+    plain = _batches(DistributedLengthGroupedSampler(lengths, 8, seed=1, group_by_length=False))
+    assert sorted(i for b in plain for i in b) == list(range(203))
+    assert waste(batches) < 0.5 * waste(plain)
+    dropped = DistributedLengthGroupedSampler(lengths, 8, seed=1, group_factor=5, drop_last=True)
+    assert len(_batches(dropped)) == 25 and all(len(b) == 8 for b in _batches(dropped))
+
+
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_ranks_split_the_global_batches_of_one_process_with_the_same_global_batch(world: int) -> None:
+    """What makes DDP over W ranks with batch b train like one process with batch W*b: same global batches."""
+    rng = np.random.default_rng(world)
+    lengths = rng.integers(10, 500, 101).tolist()
+    b = 4
+    single = DistributedLengthGroupedSampler(lengths, b * world, seed=3, group_factor=3)
+    ranks = [DistributedLengthGroupedSampler(lengths, b, world, r, seed=3, group_factor=3) for r in range(world)]
+    for epoch in (0, 1):
+        single.set_epoch(epoch)
+        for sampler in ranks:
+            sampler.set_epoch(epoch)
+        per_rank = [_batches(s) for s in ranks]
+        assert len({len(batches) for batches in per_rank}) == 1  # every rank runs the same number of steps
+        assert len({len(batch) for batches in per_rank for batch in batches[:-1]}) == 1
+        for step, global_batch in enumerate(_batches(single)):
+            shards = [set(batches[step]) for batches in per_rank] if step < len(per_rank[0]) else []
+            union = set().union(*shards) if shards else set()
+            assert all(len(shard) == len(shards[0]) for shard in shards)  # equal chunks: DDP's mean is the mean
+            assert union <= set(global_batch) and len(global_batch) - len(union) < world
+            assert not any(shards[i] & shards[j] for i in range(world) for j in range(i + 1, world))
+
+
+def test_sampler_resumes_mid_epoch_and_rolls_over_a_finished_epoch() -> None:
+    lengths = list(range(10, 60))
+    full = DistributedLengthGroupedSampler(lengths, 4, seed=0)
+    epoch0 = _batches(full)
+    resumed = DistributedLengthGroupedSampler(lengths, 4, seed=0)
+    resumed.start_at(0, 5)
+    assert _batches(resumed) == epoch0[5:]
+    assert _batches(resumed) == epoch0  # the skip applies to one pass only
+    resumed.start_at(0, len(epoch0))  # the checkpoint was taken after the epoch's last batch
+    full.set_epoch(1)
+    assert resumed.epoch == 1 and _batches(resumed) == _batches(full)
+    resumed.start_at(1, 2)
+    resumed.set_epoch(1)  # Lightning sets the same epoch again: the position stands
+    assert _batches(resumed) == _batches(full)[2:]
+    resumed.start_at(1, 2)
+    resumed.set_epoch(2)  # another epoch: the position is dropped
+    full.set_epoch(2)
+    assert _batches(resumed) == _batches(full)
+
+
+def test_sampler_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="batch_size"):
+        DistributedLengthGroupedSampler([1, 2], 0)
+    with pytest.raises(ValueError, match="rank 2"):
+        DistributedLengthGroupedSampler([1, 2], 1, num_replicas=2, rank=2)
 
 
 def test_batches_are_tensors_of_the_contract_dtypes() -> None:

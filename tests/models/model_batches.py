@@ -114,3 +114,16 @@ def random_sequences(
         response = torch.randint(3, vocab, (n,), generator=g).tolist()
         out.append((prompt, response, segs))
     return out
+
+
+def adam_step(model: torch.nn.Module, batch: TokenBatch, lr: float = 1e-2) -> None:
+    """One Adam step on the trainable parameters that raises the whole-response log-prob of every sequence."""
+    from hipo.models.logprobs import sequence_segment_logps
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    model.train()
+    loss = -sequence_segment_logps(model, batch).sums[:, -1].mean()
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_batches import padded_batch, random_sequences
+from model_batches import adam_step, padded_batch, random_sequences
 
 from hipo.models.logprobs import naive_token_logps, sequence_segment_logps
 from hipo.models.lora import apply_lora, load_adapter, save_adapter
@@ -17,17 +17,6 @@ S = 3
 @pytest.fixture(scope="module")
 def batch():
     return padded_batch(random_sequences(4, S, 49152, seed=11), S)
-
-
-def _step(model: torch.nn.Module, batch, lr: float = 1e-2) -> None:
-    """One Adam step that raises the whole-response log-prob of every sequence (a real training signal)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr)
-    model.train()
-    loss = -sequence_segment_logps(model, batch).sums[:, -1].mean()
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad()
 
 
 def test_apply_lora_trains_only_adapters_and_starts_at_the_base(batch):
@@ -65,7 +54,7 @@ def test_adapter_disabled_reference_is_the_base_model_and_diverges_from_the_poli
     assert isinstance(reference, AdapterDisabledReference)
     assert reference.model is policy  # no copy
 
-    _step(policy, batch)
+    adam_step(policy, batch)
 
     ref = reference.segment_logps(batch, chunk_size=3)
     torch.testing.assert_close(ref.sums, base_logps.sums, rtol=1e-6, atol=1e-5)
@@ -109,7 +98,7 @@ def test_frozen_copy_reference_does_not_move_when_the_policy_trains(batch):
     before_params = {n: p.detach().clone() for n, p in reference.model.named_parameters()}
     before = reference.segment_logps(batch)
 
-    _step(policy, batch)
+    adam_step(policy, batch)
 
     assert all(not p.requires_grad for p in reference.model.parameters())
     policy_params = {id(p) for p in policy.parameters()}
@@ -147,7 +136,7 @@ def test_build_reference_modes():
 
 def test_save_and_load_adapter_round_trip(tmp_path, batch):
     policy = apply_lora(build_tiny_model(seed=0), r=4, dropout=0.0)
-    _step(policy, batch)
+    adam_step(policy, batch)
     with torch.no_grad():
         expected = sequence_segment_logps(policy.eval(), batch).sums
     folder = save_adapter(policy, tmp_path / "adapter")

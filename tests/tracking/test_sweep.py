@@ -165,7 +165,7 @@ def test_callback_marks_parent_failed_when_a_child_failed(tmp_path: Path, mlflow
     assert parent.info.status == "FAILED"
     assert parent.data.metrics["sweep/children_failed"] == 1.0 and parent.data.metrics["sweep/jobs_failed"] == 1.0
     text = Path(client.download_artifacts(callback.run_id, "sweep/summary.md", str(tmp_path))).read_text()
-    assert "1/2 child runs finished, 1 failed" in text and "RuntimeError('boom')" in text
+    assert "1/2 child runs finished, 1 failed" in text and "RuntimeError: boom" in text
 
 
 def test_atexit_fallback_never_leaves_the_parent_running(tmp_path: Path, mlflow_uri: str, clean_env) -> None:

@@ -1,4 +1,5 @@
-"""The on-disk reference cache: equals the live reference, is reused, and is invalidated when anything changes.
+"""The on-disk reference cache: equals the live reference, is reused, and is invalidated when anything changes
+(weights, the reference adapter, model config, attention implementation, precision, software versions...).
 
 The live reference here is a naive, independent implementation: every sequence is run ALONE through the model
 (no padding, no packing), full-vocabulary fp32 log-softmax, token t scored as log p(x_t | x_<t) and summed into
@@ -8,11 +9,13 @@ its segment column (0..S-1) and into the whole-response column S when its segmen
 from __future__ import annotations
 
 import copy
+import importlib
 import logging
 from pathlib import Path
 
 import pytest
 import torch
+from transformers import LlamaForCausalLM
 
 from hipo.data.batch import TokenBatch
 from hipo.data.collate import UnpairedCollator, collate_sequences, unpair
@@ -20,8 +23,18 @@ from hipo.data.datamodule import PreferenceDataModule
 from hipo.data.segmenters.fields import FieldsSegmenter
 from hipo.data.sources.synthetic import SyntheticSource
 from hipo.losses.types import SegmentLogps
+from hipo.models import logprobs
+from hipo.models.lora import (
+    REFERENCE_ADAPTER,
+    TRAINABLE_ADAPTER,
+    adapter_parameters,
+    load_adapter,
+    load_reference_adapter,
+    save_adapter,
+)
 from hipo.models.tiny import build_tiny_model
 from hipo.training.ref_cache import (
+    adapter_digest,
     build_cached_reference,
     cache_key,
     load_or_compute,
@@ -100,8 +113,10 @@ def make_datamodule(tokenizer, tmp: Path, num_pairs: int = 6, seed: int = 0, **k
     return dm
 
 
-def parts_for(model, tokenizer, dm, uses_adapter: bool = False) -> dict:
-    return reference_fingerprint_parts(model, tokenizer, dm.prepared.fingerprint, "float32", uses_adapter, "tiny")
+def parts_for(model, tokenizer, dm, adapter: str | None = None, precision: str = "32-true") -> dict:
+    return reference_fingerprint_parts(
+        model, tokenizer, dm.prepared.fingerprint, "float32", precision=precision, reference_adapter=adapter
+    )
 
 
 def test_signatures_ignore_layout_and_see_content(smollm2_tokenizer, tmp_path: Path) -> None:
@@ -161,7 +176,7 @@ def test_fingerprint_changes_with_tokenizer_data_adapter_and_weights(smollm2_tok
     sequences = pair_sequences(dm.prepared.train)
     root = tmp_path / "ref"
     live = TokenSumReference()
-    base = parts_for(model, smollm2_tokenizer, dm, uses_adapter=True)
+    base = parts_for(model, smollm2_tokenizer, dm)
     key, from_disk = _key_and_recompute(live, sequences, base, root)
     assert not from_disk and _key_and_recompute(live, sequences, base, root) == (key, True)
 
@@ -179,13 +194,13 @@ def test_fingerprint_changes_with_tokenizer_data_adapter_and_weights(smollm2_tok
     with torch.no_grad():
         heavier.model.norm.weight.mul_(1.01)
     variants = {
-        "tokenizer": parts_for(model, tokenizer, dm, uses_adapter=True),
-        "data": parts_for(model, smollm2_tokenizer, other_dm, uses_adapter=True),
-        "weights": parts_for(heavier, smollm2_tokenizer, dm, uses_adapter=True),
+        "tokenizer": parts_for(model, tokenizer, dm),
+        "data": parts_for(model, smollm2_tokenizer, other_dm),
+        "weights": parts_for(heavier, smollm2_tokenizer, dm),
         "dtype": {**base, "dtype": "bfloat16"},
     }
-    adapter_a = parts_for(adapted, smollm2_tokenizer, dm, uses_adapter=True)
-    adapter_b = parts_for(adapted_other, smollm2_tokenizer, dm, uses_adapter=True)
+    adapter_a = parts_for(adapted, smollm2_tokenizer, dm, adapter="default")
+    adapter_b = parts_for(adapted_other, smollm2_tokenizer, dm, adapter="default")
     assert adapter_a["weights"] == adapter_b["weights"] and adapter_a["adapter"] != adapter_b["adapter"]
     variants["adapter"] = adapter_b
     keys = {key}
@@ -197,9 +212,95 @@ def test_fingerprint_changes_with_tokenizer_data_adapter_and_weights(smollm2_tok
         assert not from_disk and live.calls > calls, name
         keys.add(new_key)
     # A plain LoRA run's reference disables the adapter: its per-seed init must NOT split the cache.
-    no_adapter_a = parts_for(adapted, smollm2_tokenizer, dm, uses_adapter=False)
-    no_adapter_b = parts_for(adapted_other, smollm2_tokenizer, dm, uses_adapter=False)
+    no_adapter_a = parts_for(adapted, smollm2_tokenizer, dm, adapter=None)
+    no_adapter_b = parts_for(adapted_other, smollm2_tokenizer, dm, adapter=None)
     assert cache_key(no_adapter_a, 3) == cache_key(no_adapter_b, 3)
+
+
+def with_rope_theta(model: torch.nn.Module, theta: float) -> LlamaForCausalLM:
+    """The same weights under another ``rope_theta`` (rotary frequencies are buffers outside the state dict)."""
+    config = copy.deepcopy(model.config)
+    config.rope_parameters = {**config.rope_parameters, "rope_theta": theta}
+    other = LlamaForCausalLM(config)
+    other.load_state_dict(model.state_dict())
+    return other.eval()
+
+
+def test_fingerprint_covers_config_attention_precision_and_software(
+    smollm2_tokenizer, model, tmp_path, monkeypatch
+) -> None:
+    """Same weights, tokenizer and data: another rope_theta, attention implementation, autocast precision, log-prob
+    code version or library version each give a new key and a miss; nothing changed gives the same key and a hit."""
+    dm = make_datamodule(smollm2_tokenizer, tmp_path)
+    sequences = pair_sequences(dm.prepared.train)
+    root = tmp_path / "ref"
+    live = TokenSumReference()
+    base = parts_for(model, smollm2_tokenizer, dm)
+    key, from_disk = _key_and_recompute(live, sequences, base, root)
+    assert not from_disk
+    same = parts_for(build_tiny_model(seed=0), smollm2_tokenizer, dm)  # rebuilt, nothing changed
+    assert _key_and_recompute(live, sequences, same, root) == (key, True)
+
+    rope = with_rope_theta(model, 500000.0)
+    assert parts_for(rope, smollm2_tokenizer, dm)["weights"] == base["weights"]
+    batch = next(iter(dm.val_dataloader()))  # a hit on the old key would hand this run wrong values:
+    assert not torch.allclose(NaiveReference(rope)(batch).sums, NaiveReference(model)(batch).sums, atol=1e-3)
+    eager = copy.deepcopy(model)
+    eager.set_attn_implementation("eager")
+    variants = {
+        "rope_theta": parts_for(rope, smollm2_tokenizer, dm),
+        "attention": parts_for(eager, smollm2_tokenizer, dm),
+        "precision": parts_for(model, smollm2_tokenizer, dm, precision="bf16-mixed"),
+    }
+    patches = {"logprobs_version": (logprobs, "LOGPROBS_VERSION", logprobs.LOGPROBS_VERSION + 1)}
+    # importing peft swaps sys.modules["transformers"] for a new lazy module: patch the one imported now
+    patches["transformers"] = (importlib.import_module("transformers"), "__version__", "0.0.1")
+    patches["torch"] = (torch, "__version__", "0.0.1")
+    for name, (owner, attribute, value) in patches.items():
+        with monkeypatch.context() as patch:
+            patch.setattr(owner, attribute, value)
+            variants[name] = parts_for(model, smollm2_tokenizer, dm)
+    keys = {key}
+    for name, parts in variants.items():
+        calls = live.calls
+        new_key, from_disk = _key_and_recompute(live, sequences, parts, root)
+        assert new_key not in keys, name
+        assert not from_disk and live.calls > calls, name
+        keys.add(new_key)
+
+
+def test_adapter_part_covers_exactly_the_reference_adapter(smollm2_tokenizer, model, tmp_path) -> None:
+    """Continued training holds two adapters: training the trainable one must not change the key; another starting
+    (reference) adapter, or the same tensors under another lora_alpha, must."""
+    from peft import LoraConfig, get_peft_model
+
+    dm = make_datamodule(smollm2_tokenizer, tmp_path)
+    config = LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    folder = save_adapter(get_peft_model(copy.deepcopy(model), config), tmp_path / "adapter")
+    policy = load_adapter(copy.deepcopy(model), folder, trainable=True)
+    load_reference_adapter(policy, folder)
+
+    def key() -> str:
+        return cache_key(parts_for(policy, smollm2_tokenizer, dm, adapter=REFERENCE_ADAPTER), 3)
+
+    start = key()
+    assert parts_for(policy, smollm2_tokenizer, dm, adapter=REFERENCE_ADAPTER)["adapter"] == adapter_digest(
+        policy, REFERENCE_ADAPTER
+    )
+    assert cache_key(parts_for(policy, smollm2_tokenizer, dm), 3) != start
+    with torch.no_grad():
+        for _, parameter in adapter_parameters(policy, TRAINABLE_ADAPTER):
+            parameter.add_(0.5)  # the policy trained
+    assert key() == start
+    policy.peft_config[REFERENCE_ADAPTER].lora_alpha *= 2
+    assert key() != start
+    policy.peft_config[REFERENCE_ADAPTER].lora_alpha //= 2
+    assert key() == start
+    with torch.no_grad():
+        adapter_parameters(policy, REFERENCE_ADAPTER)[0][1].add_(0.5)
+    assert key() != start
+    with pytest.raises(ValueError, match="no tensors of an adapter named 'missing'"):
+        adapter_digest(policy, "missing")
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip_byte", "wrong_key"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
+from safetensors.torch import load_file
 
 from hipo.app import train as train_app
 from hipo.data.errors import DataError
@@ -125,6 +127,13 @@ def test_a_crash_leaves_a_failed_run_and_a_checkpoint_that_resumes(
     tiny_cfg: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = tiny_cfg("trainer.max_steps=4", "trainer.checkpoint_every_n_steps=2")
+    reference = train_app.train(cfg)  # the same run without a crash, for the end state
+    uninterrupted = {
+        k: v.clone() for k, v in load_file(Path(reference["output_dir"]) / "final" / "model.safetensors").items()
+    }
+    shutil.rmtree(reference["output_dir"])
+    MlflowClient(cfg.logger.tracking_uri).delete_experiment(_runs(cfg)[0].info.experiment_id)
+    cfg = tiny_cfg("trainer.max_steps=4", "trainer.checkpoint_every_n_steps=2", "logger.experiment_name=crash")
     original = PreferenceModule.training_step
 
     def crash_at_step_3(self: PreferenceModule, batch, batch_idx: int):  # noqa: ANN001, ANN202
@@ -140,10 +149,16 @@ def test_a_crash_leaves_a_failed_run_and_a_checkpoint_that_resumes(
     checkpoints = Path(cfg.output_dir) / "checkpoints"
     assert (checkpoints / "last.ckpt").exists() or list(checkpoints.glob("*.ckpt"))
 
+    assert "RuntimeError: simulated crash" in failed.data.tags["hipo.error"]
+    checkpoint = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == 3  # the crash came before step 4 changed anything: a consistent state
+
     monkeypatch.setattr(PreferenceModule, "training_step", original)
     resumed_cfg = tiny_cfg("trainer.max_steps=4", "trainer.checkpoint_every_n_steps=2", "resume=auto")
     result = train_app.train(resumed_cfg)
-    runs = {r.info.run_id: r for r in _runs(cfg)}
-    assert runs[result["run_id"]].info.status == "FINISHED"
+    (run,) = _runs(cfg)  # the resumed job continues the crashed job's run
+    assert run.info.run_id == failed.info.run_id == result["run_id"] and run.info.status == "FINISHED"
     history = MlflowClient(cfg.logger.tracking_uri).get_metric_history(result["run_id"], "train/loss")
-    assert 1 <= len(history) < 4  # only the steps after the checkpoint were trained again
+    assert [m.step for m in history] == [0, 1, 2, 3]  # steps 0-2 from the crashed job, step 3 from the resumed one
+    resumed = load_file(Path(result["output_dir"]) / "final" / "model.safetensors")
+    assert all(torch.equal(resumed[k], v) for k, v in uninterrupted.items())  # ends where the uninterrupted run ends

@@ -12,8 +12,8 @@ from torch import nn
 
 from hipo.losses.types import SegmentLogps
 from hipo.models.loading import load_model
-from hipo.models.lora import apply_lora, load_adapter
-from hipo.models.reference import build_reference
+from hipo.models.lora import apply_lora, load_adapter, load_reference_adapter
+from hipo.models.reference import ReferenceMode, build_reference
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,11 @@ def instantiate_component(node: DictConfig, **kwargs: Any) -> Any:
 def build_policy(model_cfg: DictConfig, with_reference: bool = True) -> PolicyBundle:
     """Loads the model and tokenizer, applies LoRA or a saved adapter, and builds the reference.
 
-    ``with_reference=False`` skips the reference (evaluation): without LoRA it would be a full frozen copy.
+    The reference is the policy's starting point: the base model (adapters disabled) under a fresh LoRA adapter; the
+    starting adapter itself under ``adapter_path`` (loaded a second time, frozen, as adapter ``"reference"``, so the
+    policy equals its reference at step 0); a frozen copy of the loaded weights for full fine-tuning (which, from a
+    fine-tuned folder, is that folder's model). ``with_reference=False`` skips the reference (evaluation): without
+    LoRA it would be a full frozen copy.
     """
     model, tokenizer = load_model(
         model_cfg.name_or_path,
@@ -51,15 +55,19 @@ def build_policy(model_cfg: DictConfig, with_reference: bool = True) -> PolicyBu
         revision=model_cfg.revision,
         trust_remote_code=model_cfg.trust_remote_code,
     )
+    mode: ReferenceMode = "auto"
     if model_cfg.adapter_path:
         model = load_adapter(model, model_cfg.adapter_path, trainable=True)
+        if with_reference:
+            load_reference_adapter(model, model_cfg.adapter_path)
+            mode = "reference_adapter"
     elif model_cfg.lora.enabled:
         lora = model_cfg.lora
         target = OmegaConf.to_container(lora.target_modules) if OmegaConf.is_config(lora.target_modules) else None
         model = apply_lora(
             model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=target or lora.target_modules
         )
-    reference = build_reference(model) if with_reference else None
+    reference = build_reference(model, mode) if with_reference else None
     return PolicyBundle(policy=model, tokenizer=tokenizer, reference=reference)
 
 
@@ -70,6 +78,35 @@ def reference_fn(reference: Any, chunk_size: int):  # noqa: ANN201 - a closure
         return reference.segment_logps(batch, chunk_size=chunk_size)
 
     return compute
+
+
+def cached_reference_fn(cfg: DictConfig, bundle: Any, datamodule: Any, live: Any) -> Any:
+    """``batch -> SegmentLogps`` read from the on-disk reference cache of every train/val sequence (computed if absent).
+
+    The fingerprint covers the base weights, the adapter the reference scores with (only that one: the frozen
+    starting adapter of continued training, none when adapters are disabled), the model config, the attention
+    implementation, the tokenizer, the prepared data (source, segmenter, max length, template), the dtype, the
+    autocast precision and the software versions, so every run of a sweep that shares them shares one reference
+    pass, and a change to any of them recomputes.
+    """
+    import torch
+
+    from hipo.training.ref_cache import build_cached_reference, reference_fingerprint_parts
+
+    use_gpu = cfg.trainer.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    device = "cuda" if use_gpu else "cpu"
+    bundle.policy.to(device)
+    parts = reference_fingerprint_parts(
+        bundle.reference.model,
+        bundle.tokenizer,
+        datamodule.prepared.fingerprint,
+        dtype=str(cfg.model.dtype),
+        precision=str(cfg.trainer.precision),
+        reference_adapter=bundle.reference.adapter_name,
+        attn_implementation=str(cfg.model.attn_implementation),
+        model_id=f"{cfg.model.name_or_path}@{cfg.model.revision or 'default'}",
+    )
+    return build_cached_reference(live, datamodule, parts, batch_size=cfg.data.eval_batch_size, device=device)
 
 
 def method_label(cfg: DictConfig, choices: dict[str, str] | None) -> str:
@@ -89,14 +126,24 @@ def build_segmenter(segmenter_cfg: DictConfig) -> Any:
 
 
 def build_datamodule(cfg: DictConfig, tokenizer: Any, paired: bool) -> Any:
-    """The ``PreferenceDataModule`` of ``cfg.data`` + ``cfg.segmenter``; ``paired=False`` serves KTO's unpaired view."""
+    """The ``PreferenceDataModule`` of ``cfg.data`` + ``cfg.segmenter``; ``paired=False`` serves KTO's unpaired view.
+
+    Raises:
+        ConfigError: a source or segmenter setting its constructor refuses (a missing file, an unknown option),
+            naming the config group.
+    """
     from hipo.data.datamodule import PreferenceDataModule
+    from hipo.errors import config_errors
 
     data = cfg.data
-    val_source = instantiate_component(data.val_source) if data.get("val_source") else None
+    with config_errors("data"):
+        source = instantiate_component(data.source)
+        val_source = instantiate_component(data.val_source) if data.get("val_source") else None
+    with config_errors("segmenter"):
+        segmenter = build_segmenter(cfg.segmenter)
     return PreferenceDataModule(
-        source=instantiate_component(data.source),
-        segmenter=build_segmenter(cfg.segmenter),
+        source=source,
+        segmenter=segmenter,
         tokenizer=tokenizer,
         segments=list(cfg.segments),
         max_length=data.max_length,

@@ -11,6 +11,7 @@ _IGNORED_WARNINGS = (
     r".*is_gradient_checkpointing.*deprecated",  # peft calling a transformers alias
     r".*overridden `transfer_batch_to_device`",
     r".*modules? in eval mode at the start of training",  # the frozen reference copy, by design
+    r".*recommended to use `self.log\('val/.*sync_dist=True",  # held-out sums are all-reduced exactly before logging
 )
 
 

@@ -1,241 +1,285 @@
-"""`hipo train`: one training job from a composed config, tracked in MLflow from setup to the final table."""
+"""`hipo train`: one training job, on one process or several, tracked in MLflow from setup to the final table.
+
+The phases, in order (each one fails before the next spends anything):
+
+1. **prepare** (:func:`hipo.app.train_setup.prepare_job`): config checks, loss, benchmarks, tokenizer and the
+   prepared data -- bad input ends here with a named error, before any model is loaded, any MLflow run exists or
+   any output folder is written;
+2. **processes**: a multi-device job on one node starts its other ranks now (:class:`WorkerGroup`); every rank
+   joins the job's process group;
+3. **model**: policy and reference (the reference cache is computed by rank 0, read by the others);
+4. **tracked training** (rank 0 owns the MLflow run; a resumed job continues the run of the job it resumes):
+   held-out metrics before, ``fit`` (stops on a signal at a step boundary with a checkpoint), held-out metrics
+   after, ``final/``, evaluation, the table.
+"""
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import time
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
 import mlflow
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from hipo.app.builders import build_datamodule, build_policy, instantiate_component, method_label, reference_fn
+from hipo.app.builders import build_policy, cached_reference_fn, reference_fn
+from hipo.app.final_output import save_trained
+from hipo.app.lightning_trainer import build_trainer
 from hipo.app.quiet import quiet_third_party
+from hipo.app.run_identity import RunIdentity, run_identity
 from hipo.app.summary import format_held_out_table
-from hipo.tracking.lightning_logger import AttachedMLFlowLogger
-from hipo.tracking.run import git_commit, tracked_run
+from hipo.app.train_setup import TrainingJob, prepare_job
+from hipo.distributed.launcher import WorkerGroup
+from hipo.distributed.processes import (
+    ProcessInfo,
+    current_process,
+    job_process_group,
+    process_group_backend,
+    rank_zero_first,
+)
+from hipo.tracking.lightning_logger import AttachedMLFlowLogger, recorded_steps
+from hipo.tracking.run import record_failed_run, tracked_run
+from hipo.tracking.run_record import RunRecord, run_to_continue, write_run_record
+from hipo.training.checkpoints import remove_stale_temporaries
 from hipo.training.module import PreferenceModule
+from hipo.training.preemption import StopRequests
 
 log = logging.getLogger(__name__)
 
-
-def hydra_context() -> tuple[dict[str, str], list[str], bool]:
-    """(group choices, job overrides, is-multirun) of the running Hydra job; empty outside Hydra."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return {}, [], False
-    hydra_cfg = HydraConfig.get()
-    choices = {str(k): str(v) for k, v in hydra_cfg.runtime.choices.items() if v is not None}
-    overrides = list(hydra_cfg.overrides.task)
-    return choices, overrides, str(hydra_cfg.mode) == "RunMode.MULTIRUN"
-
-
-def run_name_for(method: str, cfg: DictConfig, overrides: list[str], multirun: bool) -> str:
-    """The MLflow run name: the configured one, or what differs in a sweep, or ``<method>-seed<seed>``."""
-    if cfg.logger.run_name:
-        return str(cfg.logger.run_name)
-    if multirun and overrides:
-        from hipo.tracking.sweep import child_run_name
-
-        return child_run_name(overrides, base=method)
-    return f"{method}-seed{cfg.seed}"
+VAL_BEFORE = "val_before/"
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Trains one policy: setup (data errors surface here, before any run exists), then a tracked fit.
+    """Trains one policy (see the module docstring for the phases).
 
     Returns:
-        ``{"run_id", "val_before", "val_after", "output_dir"}`` (+ ``"objective"``: the value of ``cfg.objective``).
+        ``{"run_id", "val_before", "val_after", "output_dir"}`` (+ ``"objective"``: the value of ``cfg.objective``);
+        ``run_id`` is None on ranks other than 0.
+
+    Raises:
+        UserError: bad config or data (before anything is written).
+        JobInterrupted: a signal stopped the job (after a checkpoint when it was training; the run is KILLED).
     """
     started = time.perf_counter()
     quiet_third_party()
-    L.seed_everything(cfg.seed, workers=True)
-    choices, overrides, multirun = hydra_context()
-    output_dir = Path(cfg.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    identity = run_identity(cfg)
+    process = current_process()
+    backend = process_group_backend(cfg.trainer.accelerator)
+    requests = StopRequests()
+    with requests.installed():
+        if process.launched_by in ("slurm", "torchrun"):  # every rank exists already: rank 0 prepares the caches
+            with job_process_group(process, backend):
+                with rank_zero_first(process):
+                    job = _prepare_or_record(cfg, identity, process)
+                return _run(cfg, job, identity, process, requests, started, workers=None)
+        job = _prepare_or_record(cfg, identity, process)
+        with _local_workers(cfg, job, process, requests) as workers:
+            process = current_process()  # rank 0 of the job once its workers exist
+            with job_process_group(process, backend):
+                return _run(cfg, job, identity, process, requests, started, workers)
 
-    loss = instantiate_component(cfg.loss)
-    benchmarks = None
-    if cfg.evaluate.enabled:  # unknown benchmark names / missing files fail here, before any training
-        from hipo.app.evaluate import load_benchmarks
 
-        benchmarks = load_benchmarks(cfg.benchmark, cfg.evaluate.limit)
+def _prepare_or_record(cfg: DictConfig, identity: RunIdentity, process: ProcessInfo) -> TrainingJob:
+    """:func:`prepare_job`; a sweep job that fails here still gets its FAILED run holding the error."""
+    try:
+        return prepare_job(cfg)
+    except Exception as error:
+        if identity.parent_run_id and process.is_main:
+            record_failed_run(
+                cfg.logger.tracking_uri,
+                cfg.logger.experiment_name,
+                identity.name,
+                identity.tags,
+                error,
+                params=_resolved_or_none(cfg),
+                artifact_location=cfg.logger.artifact_location,
+                parent_run_id=identity.parent_run_id,
+            )
+        raise
+
+
+def _resolved_or_none(cfg: DictConfig) -> dict[str, Any] | None:
+    """The resolved config as a dict, or None when it does not resolve (that may be why the job failed)."""
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:
+        return None
+    return resolved if isinstance(resolved, dict) else None
+
+
+@contextlib.contextmanager
+def _local_workers(
+    cfg: DictConfig, job: TrainingJob, process: ProcessInfo, requests: StopRequests
+) -> Iterator[WorkerGroup | None]:
+    """The other ranks of a one-node multi-device job, started by this process (rank 0); None otherwise."""
+    if process.distributed or job.devices_per_node < 2:
+        yield None
+        return
+    with WorkerGroup(cfg, world_size=job.devices_per_node) as workers:
+        requests.on_signal = workers.forward_signal
+        try:
+            yield workers
+        finally:
+            requests.on_signal = None
+
+
+def _run(
+    cfg: DictConfig,
+    job: TrainingJob,
+    identity: RunIdentity,
+    process: ProcessInfo,
+    requests: StopRequests,
+    started: float,
+    workers: WorkerGroup | None,
+) -> dict[str, Any]:
+    """Phases 3 and 4 on every rank; rank 0 alone writes (MLflow, ``final/``, the table)."""
     bundle = build_policy(cfg.model)
-    datamodule = build_datamodule(cfg, bundle.tokenizer, paired=bool(loss.paired))
-    datamodule.setup("fit")  # bad input raises here, before any MLflow run exists
     reference = reference_fn(bundle.reference, cfg.model.logprob_chunk_size)
     if cfg.reference_cache:
-        reference = _cached_reference(cfg, bundle, datamodule, reference)
+        with rank_zero_first(process):
+            reference = cached_reference_fn(cfg, bundle, job.datamodule, reference)
     module = PreferenceModule(
         policy=bundle.policy,
-        loss=loss,
+        loss=job.loss,
         reference=reference,
         segment_names=list(cfg.segments),
         optim=cfg.optim,
         logprob_chunk_size=cfg.model.logprob_chunk_size,
         checkpoint_trainable_only=bool(cfg.model.lora.enabled or cfg.model.adapter_path),
-        # a fresh LoRA adapter (B = 0) leaves the policy equal to its reference (the base with adapters disabled)
-        policy_starts_as_reference=bool(cfg.model.lora.enabled and not cfg.model.adapter_path and not cfg.resume),
+        # a fresh LoRA adapter (B = 0) and a loaded starting adapter equal their reference until the first step
+        policy_starts_as_reference=bool((cfg.model.lora.enabled or cfg.model.adapter_path) and not job.resuming),
     )
-
-    method = method_label(cfg, choices)
-    tags = {
-        "hipo.loss": str(cfg.loss.get("name", "")),
-        "hipo.method": method,
-        "hipo.model": str(cfg.model.name_or_path),
-        "hipo.data": str(cfg.data.name),
-        "hipo.seed": str(cfg.seed),
-        "hipo.git_commit": git_commit(),
-        "hipo.overrides": " ".join(overrides),
-        **({"hipo.experiment": str(cfg.experiment)} if cfg.get("experiment") else {}),
-        **{str(k): str(v) for k, v in cfg.logger.tags.items()},
-    }
-    from hipo.tracking.sweep import parent_run_id
-
-    parent = parent_run_id() if multirun else None  # a single run never attaches to a (stale) sweep parent
-    if parent:
-        from hipo.tracking.sweep import sweep_id_of
-
-        tags["hipo.sweep_id"] = sweep_id_of(parent, cfg.logger.tracking_uri) or parent
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(resolved, dict)
-    with tracked_run(
-        tracking_uri=cfg.logger.tracking_uri,
-        experiment_name=cfg.logger.experiment_name,
-        run_name=run_name_for(method, cfg, overrides, multirun),
-        tags=tags,
-        params=resolved,
-        artifact_location=cfg.logger.artifact_location,
-        parent_run_id=parent,
-    ) as run_id:
-        mlflow.log_dict(resolved, "config/resolved.yaml", run_id=run_id)
-        mlflow.log_dict(datamodule.stats.as_dict(), "data/stats.json", run_id=run_id)
-        for key, value in datamodule.stats.as_dict().items():
-            if isinstance(value, (int, float)):
-                mlflow.log_metric(f"data/{key}", float(value), run_id=run_id)
-        trainer = _build_trainer(cfg, run_id, output_dir)
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-        val_before = module.held_out_results[-1]
-        trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(cfg, output_dir))
-        trainer.validate(module, datamodule=datamodule, verbose=False)
+    output_dir = job.output_dir
+    if job.resume and process.is_main:
+        remove_stale_temporaries(output_dir / "checkpoints")
+    continue_run = run_to_continue(output_dir, cfg.logger.tracking_uri) if job.resume and process.is_main else None
+    with _job_run(cfg, identity, process, continue_run) as run_id:
+        if workers is not None and run_id is not None:
+            workers.on_failure = lambda message: _mark_failed(cfg.logger.tracking_uri, run_id, message)
+        if run_id is not None and continue_run is None:
+            write_run_record(output_dir, RunRecord(run_id, cfg.logger.tracking_uri, cfg.logger.experiment_name))
+            _log_job_inputs(cfg, job, run_id)
+        logger = AttachedMLFlowLogger(
+            recorded_steps=recorded_steps(cfg.logger.tracking_uri, run_id) if continue_run else None,
+            experiment_name=cfg.logger.experiment_name,
+            tracking_uri=cfg.logger.tracking_uri,
+            run_id=run_id,
+        )
+        trainer = build_trainer(cfg, output_dir, logger, requests, job.devices_per_node)
+        val_before = _held_out_before(cfg, trainer, module, job, run_id, continue_run)
+        with requests.deferred():
+            trainer.fit(module, datamodule=job.datamodule, ckpt_path=str(job.checkpoint) if job.checkpoint else None)
+        trainer.validate(module, datamodule=job.datamodule, verbose=False)
         val_after = module.held_out_results[-1]
-        summary = {f"val_before/{k}": v for k, v in val_before.items()}
-        summary.update({f"val_after/{k}": v for k, v in val_after.items()})
-        summary["time/train_job_s"] = time.perf_counter() - started
-        mlflow.log_metrics(summary, run_id=run_id)
-        _save_trained(module, bundle.tokenizer, output_dir, cfg)
-        if benchmarks is not None:
-            from hipo.app.evaluate import evaluate_after_training
-
-            evaluate_after_training(cfg, module.policy, bundle.tokenizer, run_id, benchmarks, trainer.global_step)
-        table = format_held_out_table(val_before, val_after, [*cfg.segments, "whole"])
-        print(table)
-        (output_dir / "held_out.md").write_text(table + "\n")
-        mlflow.log_text(table, "held_out.md", run_id=run_id)
-        print(f"MLflow run id: {run_id}  (experiment {cfg.logger.experiment_name!r}, store {cfg.logger.tracking_uri})")
-    result = {"run_id": run_id, "val_before": val_before, "val_after": val_after, "output_dir": str(output_dir)}
+        result: dict[str, Any] = {"run_id": run_id, "val_before": val_before, "val_after": val_after}
+        result["output_dir"] = str(output_dir)
+        if process.is_main:
+            _finish(cfg, job, module, bundle.tokenizer, trainer, run_id, val_before, val_after, started)
     if cfg.objective:  # what an Optuna sweep maximizes
+        summary = {**{f"{VAL_BEFORE}{k}": v for k, v in val_before.items()}}
+        summary.update({f"val_after/{k}": v for k, v in val_after.items()})
         if cfg.objective not in summary:
             raise KeyError(f"objective={cfg.objective!r} is not a final metric; known: {sorted(summary)}")
         result["objective"] = summary[cfg.objective]
     return result
 
 
-def _cached_reference(cfg: DictConfig, bundle: Any, datamodule: Any, live: Any) -> Any:
-    """The reference log-probs of every train/val sequence, read from (or computed into) the on-disk cache.
+@contextlib.contextmanager
+def _job_run(
+    cfg: DictConfig, identity: RunIdentity, process: ProcessInfo, continue_run: str | None
+) -> Iterator[str | None]:
+    """Rank 0: the job's MLflow run (new, or the resumed job's); other ranks: no run (they log nothing)."""
+    if not process.is_main:
+        yield None
+        return
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    with tracked_run(
+        tracking_uri=cfg.logger.tracking_uri,
+        experiment_name=cfg.logger.experiment_name,
+        run_name=identity.name,
+        tags=identity.tags,
+        params=resolved,
+        artifact_location=cfg.logger.artifact_location,
+        parent_run_id=identity.parent_run_id,
+        continue_run_id=continue_run,
+    ) as run_id:
+        yield run_id
 
-    The fingerprint covers the base weights, the adapter when the reference uses one, the tokenizer, the prepared
-    data (source, segmenter, max length, template) and the dtype, so every run of a sweep that shares them shares
-    one reference pass, and a change to any of them recomputes.
+
+def _log_job_inputs(cfg: DictConfig, job: TrainingJob, run_id: str) -> None:
+    """The resolved config and the data statistics of a new run."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    mlflow.log_dict(resolved, "config/resolved.yaml", run_id=run_id)
+    stats = job.datamodule.stats.as_dict()
+    mlflow.log_dict(stats, "data/stats.json", run_id=run_id)
+    numbers = {f"data/{k}": float(v) for k, v in stats.items() if isinstance(v, (int, float))}
+    if numbers:
+        mlflow.log_metrics(numbers, run_id=run_id)
+
+
+def _held_out_before(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    module: PreferenceModule,
+    job: TrainingJob,
+    run_id: str | None,
+    continue_run: str | None,
+) -> dict[str, float]:
+    """Held-out metrics of the starting policy: measured and logged now, or those of the run being resumed.
+
+    A job resumed from a checkpoint cannot measure them (its policy has trained); it reads the interrupted job's.
     """
-    import torch
-
-    from hipo.training.ref_cache import build_cached_reference, reference_fingerprint_parts
-
-    use_gpu = cfg.trainer.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
-    device = "cuda" if use_gpu else "cpu"
-    bundle.policy.to(device)
-    parts = reference_fingerprint_parts(
-        bundle.policy,
-        bundle.tokenizer,
-        datamodule.prepared.fingerprint,
-        dtype=str(cfg.model.dtype),
-        reference_uses_adapter=bool(cfg.model.adapter_path),
-        model_id=f"{cfg.model.name_or_path}@{cfg.model.revision or 'default'}",
-    )
-    return build_cached_reference(live, datamodule, parts, batch_size=cfg.data.eval_batch_size, device=device)
-
-
-def _build_trainer(cfg: DictConfig, run_id: str, output_dir: Path) -> L.Trainer:
-    t = cfg.trainer
-    checkpoint = ModelCheckpoint(
-        dirpath=output_dir / "checkpoints",
-        save_last=True,
-        save_top_k=0,
-        every_n_train_steps=t.checkpoint_every_n_steps or None,
-        save_on_exception=True,
-    )
-    logger = AttachedMLFlowLogger(
-        experiment_name=cfg.logger.experiment_name, tracking_uri=cfg.logger.tracking_uri, run_id=run_id
-    )
-    return L.Trainer(
-        accelerator=t.accelerator,
-        devices=t.devices,
-        strategy=t.strategy,
-        precision=t.precision,
-        max_steps=t.max_steps,
-        max_epochs=t.max_epochs,
-        accumulate_grad_batches=t.accumulate_grad_batches,
-        gradient_clip_val=t.gradient_clip_val,
-        log_every_n_steps=t.log_every_n_steps,
-        val_check_interval=t.val_check_interval,
-        limit_val_batches=t.limit_val_batches,
-        num_sanity_val_steps=t.num_sanity_val_steps,
-        enable_progress_bar=t.enable_progress_bar,
-        enable_model_summary=False,
-        deterministic=t.deterministic,
-        logger=logger,
-        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step")],
-        default_root_dir=str(output_dir),
-    )
-
-
-def _resume_path(cfg: DictConfig, output_dir: Path) -> str | None:
-    """The checkpoint to resume from: ``resume=PATH``, or ``resume=auto`` for this output dir's last checkpoint."""
-    if not cfg.get("resume"):
-        return None
-    if cfg.resume == "auto":
-        candidates = [output_dir / "checkpoints" / "last.ckpt"]
-        candidates += sorted((output_dir / "checkpoints").glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-        found = [p for p in candidates if p.exists()]
-        if not found:
-            raise FileNotFoundError(f"resume=auto: no checkpoint under {output_dir / 'checkpoints'}")
-        return str(found[0])
-    path = Path(cfg.resume)
-    if not path.exists():
-        raise FileNotFoundError(f"resume={cfg.resume}: no such checkpoint")
-    return str(path)
-
-
-def _save_trained(module: PreferenceModule, tokenizer: Any, output_dir: Path, cfg: DictConfig) -> None:
-    """Saves the trained adapter (LoRA) or model plus tokenizer under ``output_dir/final`` for `hipo eval`."""
-    target = output_dir / "final"
-    module.policy.save_pretrained(target)
-    tokenizer.save_pretrained(target)
-    weights = {name: float(p) for name, p in _current_weights(module).items()}
-    (target / "hipo.json").write_text(
-        json.dumps({"base_model": cfg.model.name_or_path, "segments": list(cfg.segments), "weights": weights})
-    )
-
-
-def _current_weights(module: PreferenceModule) -> dict[str, float]:
-    weights_module = getattr(module.loss_fn, "weights", None)
-    if weights_module is None:
+    if continue_run is not None:
+        recorded = MlflowClient(cfg.logger.tracking_uri).get_run(continue_run).data.metrics
+        before = {k[len(VAL_BEFORE) :]: v for k, v in recorded.items() if k.startswith(VAL_BEFORE)}
+        if before or job.checkpoint is not None:
+            return before
+    if job.checkpoint is not None:
+        log.warning("resumed from a checkpoint without its MLflow run: held-out metrics before training are unknown")
         return {}
-    values = weights_module().detach().cpu().tolist()
-    return dict(zip([*module.segment_names, "whole"], values, strict=False))
+    trainer.validate(module, datamodule=job.datamodule, verbose=False)
+    before = module.held_out_results[-1]
+    if run_id is not None:
+        mlflow.log_metrics({f"{VAL_BEFORE}{k}": v for k, v in before.items()}, run_id=run_id)
+    return before
+
+
+def _finish(
+    cfg: DictConfig,
+    job: TrainingJob,
+    module: PreferenceModule,
+    tokenizer: Any,
+    trainer: L.Trainer,
+    run_id: str | None,
+    val_before: dict[str, float],
+    val_after: dict[str, float],
+    started: float,
+) -> None:
+    """Rank 0: final metrics, ``final/``, evaluation, the printed table."""
+    assert run_id is not None
+    summary = {f"val_after/{k}": v for k, v in val_after.items()}
+    summary["time/train_job_s"] = time.perf_counter() - started
+    mlflow.log_metrics(summary, run_id=run_id)
+    save_trained(module, tokenizer, job.output_dir, cfg)
+    if job.benchmarks is not None:
+        from hipo.app.evaluate import evaluate_after_training
+
+        evaluate_after_training(cfg, module.policy, tokenizer, run_id, job.benchmarks, trainer.global_step)
+    table = format_held_out_table(val_before, val_after, [*cfg.segments, "whole"])
+    print(table)
+    (job.output_dir / "held_out.md").write_text(table + "\n")
+    mlflow.log_text(table, "held_out.md", run_id=run_id)
+    print(f"MLflow run id: {run_id}  (experiment {cfg.logger.experiment_name!r}, store {cfg.logger.tracking_uri})")
+
+
+def _mark_failed(tracking_uri: str, run_id: str, message: str) -> None:
+    """Called when a worker rank died: the run is FAILED with the reason (the job is about to end)."""
+    client = MlflowClient(tracking_uri)
+    client.set_tag(run_id, "hipo.error", message)
+    client.set_terminated(run_id, "FAILED")

@@ -36,6 +36,17 @@ def _even_stages(total_steps: int, num_stages: int) -> list[int]:
     return [base + (1 if index < extra else 0) for index in range(int(num_stages) - 1)]
 
 
+def _tasks_per_node(devices: object) -> int:
+    """``trainer.devices`` as SLURM tasks per node: one task per device, so it must be a positive number."""
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
+        return devices
+    if isinstance(devices, str) and devices.isdigit() and int(devices) > 0:
+        return int(devices)
+    raise ValueError(
+        f"hydra/launcher=slurm starts one task per device: set trainer.devices to the GPUs per node (got {devices!r})"
+    )
+
+
 def register_configs() -> None:
     """Stores the schemas (``schema_run`` and ``schema/<group>/<name>``) and the ``hipo.*`` resolvers."""
     store = ConfigStore.instance()
@@ -55,6 +66,8 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("hipo.num_terms", _num_terms)
     if not OmegaConf.has_resolver("hipo.even_stages"):
         OmegaConf.register_new_resolver("hipo.even_stages", _even_stages)
+    if not OmegaConf.has_resolver("hipo.tasks_per_node"):
+        OmegaConf.register_new_resolver("hipo.tasks_per_node", _tasks_per_node)
 
 
 def _extra_schemas() -> dict[str, dict[str, object]]:

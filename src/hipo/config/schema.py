@@ -66,10 +66,18 @@ class OptimConfig:
 
 @dataclass
 class TrainerConfig:
-    """Lightning Trainer settings (the subset HiPO exposes; see lightning.pytorch.Trainer)."""
+    """Lightning Trainer settings (the subset HiPO exposes; see lightning.pytorch.Trainer).
+
+    Attributes:
+        devices: devices per node; with ``strategy`` ddp / fsdp / deepspeed one process each (HiPO starts them on one
+            node; a cluster launcher on several).
+        num_nodes: nodes of a multi-node job (started by ``hydra/launcher=slurm`` or torchrun, one task per device).
+        checkpoint_every_n_steps: write ``checkpoints/last.ckpt`` every N optimizer steps (0: at the end only).
+    """
 
     accelerator: str = "auto"
     devices: Any = "auto"
+    num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "32-true"
     max_steps: int = 100
@@ -151,7 +159,9 @@ class RunConfig:
     method: str | None = None  # label for reports (defaults to the loss name)
     experiment: str | None = None
     output_dir: str = "${hydra:runtime.output_dir}"
-    resume: str | None = None  # a checkpoint path, or "auto" for the last checkpoint of this output_dir
+    # a checkpoint path, or "auto": the newest readable checkpoint of output_dir if there is one (else from step 0);
+    # jobs started by the SLURM launcher (submitit) default to "auto", so a requeued job resumes by itself
+    resume: str | None = None
     reference_cache: bool = False
     benchmark: dict[str, Any] = field(default_factory=dict)  # benchmark=[gsm8k,synthetic]: evaluated when enabled
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)

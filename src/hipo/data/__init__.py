@@ -5,14 +5,14 @@ from hipo.data.datamodule import PreferenceDataModule
 from hipo.data.describe import describe_segmentation
 from hipo.data.errors import DataError, RowLocation, SegmentationError
 from hipo.data.prepare import PreparedData, prepare_data
-from hipo.data.samplers import LengthGroupedBatchSampler
+from hipo.data.samplers import DistributedLengthGroupedSampler
 from hipo.data.stats import DataStats
 from hipo.data.tokenize import PreferenceTokenizer, TokenizedPair, TokenizedSequence
 
 __all__ = [
     "DataError",
     "DataStats",
-    "LengthGroupedBatchSampler",
+    "DistributedLengthGroupedSampler",
     "PairCollator",
     "PreferenceDataModule",
     "PreferenceTokenizer",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from hipo.data.batch import TokenBatch
 from hipo.data.collate import PairCollator, TokenizedExample, UnpairedCollator, unpair
 from hipo.data.prepare import PreparedData, prepare_data
-from hipo.data.samplers import LengthGroupedBatchSampler
+from hipo.data.samplers import DistributedLengthGroupedSampler, training_batch_sampler
 from hipo.data.schema import DEFAULT_SEGMENTS, SegmentedPair
 from hipo.data.segmenters.base import Segmenter
 from hipo.data.sources.base import RowSource
@@ -115,6 +116,7 @@ class PreferenceDataModule(L.LightningDataModule):
         self.num_workers, self.length_grouped, self.use_cache = num_workers, length_grouped, use_cache
         self.cache_root = Path(cache_root) if cache_root is not None else None
         self.prepared: PreparedData | None = None
+        self._resume_position: tuple[int, int] | None = None
 
     def setup(self, stage: str | None = None) -> None:
         """Prepares the data once (from the cache when possible); bad input raises here, before training."""
@@ -160,28 +162,75 @@ class PreferenceDataModule(L.LightningDataModule):
     def _items(self, pairs: list[TokenizedPair]) -> list[TokenizedPair] | list[TokenizedExample]:
         return pairs if self.paired else unpair(pairs)
 
-    def train_dataloader(self) -> DataLoader[TokenBatch]:
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """The next training dataloader starts epoch ``epoch`` at its batch ``batches_done`` (exact resume)."""
+        self._resume_position = (epoch, batches_done)
+
+    def _replicas(self) -> tuple[int, int]:
+        """(number of data-parallel ranks, this rank) of the Trainer driving this module, (1, 0) without one."""
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def train_sampler(self) -> DistributedLengthGroupedSampler:
+        """This rank's training order (length-grouped in padded mode), positioned at the resume point if any."""
         items = self._items(self._require().train)
-        common: dict[str, Any] = {"collate_fn": self._collator(), "num_workers": self.num_workers}
-        if self.length_grouped and not self.packed:
-            lengths = [
-                max(len(p.chosen), len(p.rejected)) if isinstance(p, TokenizedPair) else len(p.sequence) for p in items
-            ]
-            trainer = self.trainer  # set when a Trainer drives this module
-            replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-            sampler = LengthGroupedBatchSampler(
-                lengths, self.batch_size, seed=self.seed, num_replicas=replicas, rank=rank
-            )
-            return DataLoader(ListDataset(items), batch_sampler=sampler, **common)
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(ListDataset(items), self.batch_size, shuffle=True, generator=generator, **common)
+        lengths = [
+            max(len(p.chosen), len(p.rejected)) if isinstance(p, TokenizedPair) else len(p.sequence) for p in items
+        ]
+        replicas, rank = self._replicas()
+        sampler = DistributedLengthGroupedSampler(
+            lengths,
+            self.batch_size,
+            num_replicas=replicas,
+            rank=rank,
+            seed=self.seed,
+            group_by_length=self.length_grouped and not self.packed,
+        )
+        if self._resume_position is not None:
+            sampler.start_at(*self._resume_position)
+            self._resume_position = None
+        return sampler
+
+    def train_dataloader(self) -> DataLoader[TokenBatch]:
+        """Training batches of this rank (the Trainer must not replace the sampler: ``use_distributed_sampler=False``).
+
+        The loader has its own generator, so creating an iterator draws nothing from the global torch RNG (a resumed
+        run would otherwise see a different dropout stream than an uninterrupted one).
+        """
+        return DataLoader(
+            ListDataset(self._items(self._require().train)),
+            batch_sampler=training_batch_sampler(self.train_sampler()),
+            collate_fn=self._collator(),
+            num_workers=self.num_workers,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
 
     def val_dataloader(self) -> DataLoader[TokenBatch]:
-        """Held-out pairs, always paired (even for KTO): preference accuracy compares chosen with rejected."""
+        """Held-out pairs, always paired (even for KTO): preference accuracy compares chosen with rejected.
+
+        With several ranks each scores every W-th pair; shards are padded to equal length with copies whose
+        ``example_id`` is -1, which the held-out metrics ignore, so every pair counts exactly once and every rank
+        runs the same number of batches (sharded models need all ranks in every forward).
+        """
+        pairs = self._require().val
+        replicas, rank = self._replicas()
+        if replicas > 1:
+            pairs = shard_with_padding(pairs, replicas, rank)
         return DataLoader(
-            ListDataset(self._require().val),
+            ListDataset(pairs),
             self.eval_batch_size,
             shuffle=False,
             collate_fn=self._collator(paired=True),
             num_workers=self.num_workers,
+            generator=torch.Generator().manual_seed(self.seed),
         )
+
+
+def shard_with_padding(pairs: Sequence[TokenizedPair], replicas: int, rank: int) -> list[TokenizedPair]:
+    """Pairs ``rank, rank + W, ...`` padded to ``ceil(n / W)`` with ``example_id = -1`` copies (ignored by metrics)."""
+    shard = list(pairs[rank::replicas])
+    size = -(-len(pairs) // replicas)
+    filler = pairs[0] if pairs else None
+    while len(shard) < size and filler is not None:
+        shard.append(replace(filler, example_id=-1))
+    return shard

@@ -13,6 +13,7 @@ from hipo.data.segmenters.base import Segmenter, segment_rows
 from hipo.data.sources.base import RowSource
 from hipo.data.stats import DataStats
 from hipo.data.tokenize import PreferenceTokenizer, TokenizedPair
+from hipo.errors import UserError
 
 log = logging.getLogger(__name__)
 PREPARE_VERSION = 1
@@ -102,7 +103,11 @@ def prepare_data(
     stats.train_pairs, stats.val_pairs = len(train), len(val)
     stats.pairs_kept = len(train) + len(val)
     if not train:
-        raise ValueError(f"no training pairs left after preparation ({stats.as_dict()})")
+        raise UserError(
+            f"{source.name}: no training pairs left after preparation ({stats.as_dict()})",
+            hint="the skipped counts say why: segmentation failures (segmenter.on_failure), empty responses, or "
+            "pairs longer than data.max_length under data.truncation=drop_pair",
+        )
     if use_cache:
         save_prepared(path, train, val, val_pairs, stats, description)
         log.info("prepared data written to the cache %s", path)

@@ -31,6 +31,11 @@ from hipo.models.pooling import pool_segments
 
 PackedAttention = Literal["position_ids", "mask"]
 
+# Version of the log-prob computation, part of the reference cache's key (hipo.training.ref_cache): BUMP IT whenever
+# a change here (or in pooling) changes the values computed for the same model and batch, so that caches written by
+# the old code are not read as if the new code had computed them.
+LOGPROBS_VERSION = 1
+
 
 def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     """The decoder stack (input ids -> last hidden states) and the LM head of a causal LM, PEFT-wrapped or not.

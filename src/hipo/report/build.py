@@ -156,10 +156,18 @@ def _missing_notes(rows: Sequence[Row], baseline: str | None) -> list[str]:
 def _write_runs_csv(collected: CollectedRuns, path: Path) -> Path:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["run_id", "name", "method", "seed", "status", "in_statistics"])
+        writer.writerow(["run_id", "name", "method", "seed", "status", "in_statistics", "error"])
         for r in [*collected.runs, *collected.excluded]:
-            writer.writerow([r.run_id, r.name, r.method, r.seed or "", r.status, r.status == "FINISHED"])
+            error = r.tags.get("hipo.error", "")
+            writer.writerow([r.run_id, r.name, r.method, r.seed or "", r.status, r.status == "FINISHED", error])
     return path
+
+
+def _excluded_line(run: RunRecord) -> str:
+    """One failed / killed / unfinished run with its error, if it recorded one."""
+    error = run.tags.get("hipo.error")
+    why = f": `{error[:300]}`" if error else ""
+    return f"- {run.name} ({run.method}, seed {run.seed}): {run.status}, run {run.run_id}{why}"
 
 
 def _markdown(
@@ -181,8 +189,8 @@ def _markdown(
         f"Finished runs per method: {counts}.",
     ]
     if collected.excluded:
-        parts += ["", "Runs left out of the statistics (not FINISHED):", ""]
-        parts += [f"- {r.name} ({r.method}, seed {r.seed}): {r.status}, run {r.run_id}" for r in collected.excluded]
+        parts += ["", f"## Runs left out of the statistics ({len(collected.excluded)}, not FINISHED)", ""]
+        parts += [_excluded_line(r) for r in collected.excluded]
     sections = [
         ("Results (mean ± std over seeds)", summary_markdown(rows, methods, ("benchmark", "judge", "held_out"))),
         (f"Differences to {baseline}", comparison_markdown(rows, baseline or "", ("benchmark", "judge", "held_out"))),

@@ -112,6 +112,9 @@ def collect_runs(
     for label, value in (("sweep_id", sweep_id), ("parent_run_id", parent_run_id), ("experiment", hipo_experiment)):
         if value is not None and "'" in value:
             raise ValueError(f"{label}={value!r}: a quote cannot be used in an MLflow filter")
+    from hipo.tracking.store import prepare_store
+
+    prepare_store(tracking_uri)
     client = MlflowClient(tracking_uri)
     if experiment_name is not None:
         experiment = client.get_experiment_by_name(experiment_name)

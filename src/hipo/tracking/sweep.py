@@ -13,11 +13,14 @@ Wiring (in the root config)::
 The callback creates the parent run in ``on_multirun_start`` and publishes its id in two places: the environment
 variable ``HIPO_MLFLOW_PARENT_RUN_ID`` (inherited by joblib / submitit workers started afterwards) and the file
 ``<sweep dir>/mlflow_parent.json`` (found through ``HydraConfig`` by jobs on other machines that share the sweep
-dir). Each job records ``<job dir>/hipo_job_status.json`` in ``on_job_end``; ``on_multirun_end`` reads those files
-and the children's MLflow statuses, logs a summary and closes the parent: FINISHED when every job completed and every
-child run FINISHED, FAILED otherwise (a partial sweep is still reportable: ``hipo report`` lists failed children and
-leaves them out of the statistics). If the process dies between the two hooks, an ``atexit`` hook marks the parent
-FAILED, so a parent is never left RUNNING by a crashed sweep.
+dir). Each job records ``<job dir>/hipo_job_status.json`` in ``on_job_end``: FAILED when Hydra saw an exception or
+when the job returned a :class:`hipo.cli.JobFailure` (the ``hipo`` command turns a job's error into one, so the
+sweep goes on) or a NaN objective (an optimizing sweeper's failed trial). ``on_multirun_end`` reads those files and
+the children's MLflow statuses, logs a summary and closes the parent: FINISHED when every job completed and every
+child run FINISHED, FAILED otherwise, with the tag ``hipo.sweep_failed_jobs`` (a partial sweep is still
+reportable: ``hipo report`` lists failed children with their errors and leaves them out of the statistics). The
+summary is kept for the command (:func:`last_sweep_summary`), which lists the failures and exits 1. If the
+process dies between the two hooks, an ``atexit`` hook marks the parent FAILED, so a parent is never left RUNNING.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import atexit
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -48,6 +52,12 @@ SWEEP_ROLE = "sweep"
 _MAX_NAME = 80
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _SKIPPED_PREFIXES = ("hydra.", "hydra/", "logger.", "logger/")
+_last_summary: dict[str, Any] | None = None
+
+
+def last_sweep_summary() -> dict[str, Any] | None:
+    """The summary of the last sweep this process ran (None if it ran none), see :func:`sweep_summary`."""
+    return _last_summary
 
 
 def _sanitize(text: str, limit: int = 32) -> str:
@@ -189,6 +199,7 @@ class MLflowSweepCallback(Callback):
         self.artifact_location = None if artifact_location in (None, "") else str(artifact_location)
         self.run_id: str | None = None
         self.sweep_id: str | None = None
+        self.varying: list[str] = []
         self._previous_env: dict[str, str | None] = {}
         self._closed = False
 
@@ -197,6 +208,8 @@ class MLflowSweepCallback(Callback):
         """Creates the parent run, publishes its id (env var + ``<sweep dir>/mlflow_parent.json``)."""
         from mlflow.tracking import MlflowClient
 
+        global _last_summary
+        _last_summary = None
         from hipo.tracking.run import ensure_experiment, git_commit
 
         sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
@@ -246,6 +259,7 @@ class MLflowSweepCallback(Callback):
         self._previous_env = {name: os.environ.get(name) for name in (PARENT_ENV, VARYING_ENV)}
         os.environ[PARENT_ENV] = self.run_id
         os.environ[VARYING_ENV] = json.dumps(varying)
+        self.varying = varying
         atexit.register(self._close_if_open)
         log.info("MLflow sweep parent run %s (sweep %s)", self.run_id, self.sweep_id)
 
@@ -254,10 +268,7 @@ class MLflowSweepCallback(Callback):
         output_dir = OmegaConf.select(config, "hydra.runtime.output_dir", default=None)
         if not output_dir or str(OmegaConf.select(config, "hydra.mode", default="")) != "RunMode.MULTIRUN":
             return
-        status = getattr(getattr(job_return, "status", None), "name", "UNKNOWN")
-        error = None
-        if status == "FAILED":
-            error = repr(getattr(job_return, "_return_value", None))[:2000]
+        status, error = job_outcome(job_return)
         record = {
             "overrides": [str(o) for o in (getattr(job_return, "overrides", None) or [])],
             "status": status,
@@ -273,6 +284,7 @@ class MLflowSweepCallback(Callback):
             return
         sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
         summary = sweep_summary(self.tracking_uri, self.run_id, sweep_dir)
+        summary["varying"] = list(self.varying)
         self._finish(summary)
 
     # ------------------------------------------------------------------------------------------------ internals
@@ -287,6 +299,9 @@ class MLflowSweepCallback(Callback):
         client.log_batch(self.run_id, metrics=[Metric(f"sweep/{k}", float(v), now, 0) for k, v in counts.items()])
         client.log_dict(self.run_id, summary, "sweep/summary.json")
         client.log_text(self.run_id, format_summary(summary), "sweep/summary.md")
+        client.set_tag(self.run_id, "hipo.sweep_failed_jobs", str(counts["jobs_failed"]))
+        global _last_summary
+        _last_summary = summary
         status = RunStatus.FINISHED if summary["ok"] else RunStatus.FAILED
         client.set_terminated(self.run_id, RunStatus.to_string(status))
         log.info("sweep %s: %s", self.sweep_id, format_summary(summary).splitlines()[0])
@@ -310,6 +325,20 @@ class MLflowSweepCallback(Callback):
         except Exception as err:  # interpreter shutdown: report, never raise from atexit
             log.error("could not mark sweep parent %s FAILED: %s", self.run_id, err)
         self._closed = True
+
+
+def job_outcome(job_return: Any) -> tuple[str, str | None]:
+    """(COMPLETED | FAILED | UNKNOWN, error text) of a Hydra ``JobReturn`` (see the module docstring)."""
+    status = getattr(getattr(job_return, "status", None), "name", "UNKNOWN")
+    value = getattr(job_return, "_return_value", None)
+    if status == "FAILED":
+        return status, f"{type(value).__name__}: {value}"[:2000]
+    error = getattr(value, "error", None)
+    if isinstance(error, str):  # hipo.cli.JobFailure (not imported: the callback must not import the command)
+        return "FAILED", error[:2000]
+    if isinstance(value, float) and math.isnan(value):
+        return "FAILED", "the job returned a NaN objective (it failed or diverged)"
+    return status, None
 
 
 def sweep_summary(tracking_uri: str, parent_id: str, sweep_dir: Path | None) -> dict[str, Any]:

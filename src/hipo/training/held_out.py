@@ -27,8 +27,13 @@ class HeldOutPreferenceMetrics:
         self.present = torch.zeros(n, dtype=torch.float64)
 
     @torch.no_grad()
-    def update(self, policy: SegmentLogps, reference: SegmentLogps, beta: float) -> None:
-        """Adds one paired batch: rows 0..B-1 chosen, B..2B-1 rejected; sums/counts [2B, S+1]."""
+    def update(
+        self, policy: SegmentLogps, reference: SegmentLogps, beta: float, valid: torch.Tensor | None = None
+    ) -> None:
+        """Adds one paired batch: rows 0..B-1 chosen, B..2B-1 rejected; sums/counts [2B, S+1].
+
+        ``valid`` [B] bool leaves out padding pairs (equal-length validation shards over several ranks).
+        """
         if policy.sums.shape != reference.sums.shape:
             raise ValueError(f"policy {tuple(policy.sums.shape)} and reference {tuple(reference.sums.shape)} differ")
         if policy.sums.shape[1] != len(self.names):
@@ -38,10 +43,22 @@ class HeldOutPreferenceMetrics:
         margins = rewards[:pairs] - rewards[pairs:]
         counts = policy.counts.cpu()
         present = ((counts[:pairs] > 0) | (counts[pairs:] > 0)).double()
+        if valid is not None:
+            present = present * valid.reshape(-1, 1).double().cpu()
         score = (margins > 0).double() + 0.5 * (margins == 0).double()
         self.margin_sum += (margins * present).sum(0)
         self.correct += (score * present).sum(0)
         self.present += present.sum(0)
+
+    def all_reduce(self) -> None:
+        """Sums the accumulators over every rank of the default process group (exact: sums and counts, float64)."""
+        import torch.distributed as dist
+
+        stacked = torch.stack([self.margin_sum, self.correct, self.present])
+        device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+        reduced = stacked.to(device)
+        dist.all_reduce(reduced)
+        self.margin_sum, self.correct, self.present = reduced.cpu().unbind(0)
 
     def compute(self) -> dict[str, float]:
         """``rewards/accuracy/<name>``, ``rewards/margin/<name>`` and ``pairs/<name>`` over everything added."""

@@ -109,13 +109,16 @@ class PreferenceModule(L.LightningModule):
             reference = self.reference_logps(batch)
             self._val_reference[key] = reference
         policy = reference if self.policy_equals_reference else self.policy_logps(batch)
-        self.held_out.update(policy, reference, beta=float(getattr(self.loss_fn, "beta", 1.0)))
+        beta = float(getattr(self.loss_fn, "beta", 1.0))
+        self.held_out.update(policy, reference, beta=beta, valid=batch.example_ids >= 0)  # -1: shard padding
 
     def on_validation_epoch_end(self) -> None:
+        if self.trainer.world_size > 1:  # each rank scored its shard: sum the exact accumulators
+            self.held_out.all_reduce()
         results = self.held_out.compute()
         self.held_out_results.append(results)
         for key, value in results.items():
-            self.log(f"val/{key}", value, sync_dist=True)
+            self.log(f"val/{key}", value, rank_zero_only=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.checkpoint_trainable_only:

@@ -15,6 +15,7 @@ Pairs with an empty (or whitespace-only) response are always skipped and counted
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -27,11 +28,26 @@ FAILURE_POLICIES = ("skip", "single_segment", "error")
 SIDES = ("chosen", "rejected")
 
 
+WHOLE_RESPONSE_COLUMNS = ("chosen", "rejected")
+DECOMPOSED_COLUMN = re.compile(r"^(Rq|Mt|Ra)_[ab]$")
+
+
+def segmenter_hint(row: Mapping[str, Any], missing: str) -> str | None:
+    """Advice when a missing column suggests the wrong segmenter for these rows, else None."""
+    has_whole = all(column in row for column in WHOLE_RESPONSE_COLUMNS)
+    has_parts = any(DECOMPOSED_COLUMN.match(str(column)) for column in row)
+    if has_whole and not has_parts and missing not in WHOLE_RESPONSE_COLUMNS:
+        return "rows have chosen/rejected text: use segmenter=tags or segmenter=rules"
+    if has_parts and not has_whole and missing in WHOLE_RESPONSE_COLUMNS:
+        return "rows are already decomposed (Rq_a ... Ra_b): use segmenter=fields"
+    return None
+
+
 def require_field(row: Mapping[str, Any], name: str, location: RowLocation) -> Any:
-    """``row[name]``, or a :class:`DataError` naming the field and the row when the column is absent."""
+    """``row[name]``, or a :class:`DataError` naming the field and the row (and a hint) when the column is absent."""
     if name not in row:
         present = ", ".join(sorted(map(str, row.keys())))
-        raise DataError(f"missing field (row has: {present})", location, name)
+        raise DataError(f"missing field (row has: {present})", location, name, hint=segmenter_hint(row, name))
     return row[name]
 
 

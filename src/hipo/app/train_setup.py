@@ -1,0 +1,103 @@
+"""Phase 1 of `hipo train`: everything that can be wrong with the user's input, checked before any model loads.
+
+Nothing is written here but the prepared-data cache entry of data that passed every check (a complete entry,
+written atomically): no MLflow run, no output folder, no reference cache.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from hipo.app.builders import build_datamodule, instantiate_component
+from hipo.app.validate import effective_resume, validate_run_config
+from hipo.errors import ConfigError, config_errors
+from hipo.training.checkpoints import find_resume_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingJob:
+    """What phase 1 established.
+
+    Attributes:
+        loss: the loss module (``_target_``-built).
+        datamodule: the prepared (segmented, tokenized) data.
+        benchmarks: loaded benchmark items when ``evaluate.enabled``, else None.
+        output_dir: the job's folder (created later, by the phases that write into it).
+        resume: ``auto``, a checkpoint path, or None (see :func:`hipo.app.validate.effective_resume`).
+        checkpoint: the checkpoint training continues from (None: from step 0).
+        devices_per_node: processes the job runs per node.
+    """
+
+    loss: Any
+    datamodule: Any
+    benchmarks: Any
+    output_dir: Path
+    resume: str | None
+    checkpoint: Path | None
+    devices_per_node: int
+
+    @property
+    def resuming(self) -> bool:
+        """Whether training continues from a checkpoint (the policy is no longer its starting point)."""
+        return self.checkpoint is not None
+
+
+def prepare_job(cfg: DictConfig) -> TrainingJob:
+    """Phase 1 (see the module docstring).
+
+    Raises:
+        ConfigError: a config value that cannot work, naming the key.
+        DataError: malformed or unusable data, naming the file, line and field.
+    """
+    resume = effective_resume(cfg)
+    devices_per_node = validate_run_config(cfg, resume)
+    output_dir = Path(str(cfg.output_dir))
+    with config_errors("loss"):
+        loss = instantiate_component(cfg.loss)
+    benchmarks = None
+    if cfg.evaluate.enabled:  # unknown benchmark names / missing files fail here, before any training
+        from hipo.app.evaluate import load_benchmarks
+
+        with config_errors("benchmark"):
+            benchmarks = load_benchmarks(cfg.benchmark, cfg.evaluate.limit)
+    tokenizer = _load_tokenizer(cfg.model)
+    with config_errors("data"):  # the options of the data module itself (batch sizes, truncation policy)
+        datamodule = build_datamodule(cfg, tokenizer, paired=bool(loss.paired))
+    datamodule.setup("fit")  # bad rows raise DataError here
+    checkpoint = _resume_checkpoint(resume, output_dir)
+    return TrainingJob(loss, datamodule, benchmarks, output_dir, resume, checkpoint, devices_per_node)
+
+
+def _load_tokenizer(model_cfg: DictConfig) -> Any:
+    """The model's tokenizer alone (the weights load in phase 3)."""
+    from hipo.models.loading import load_tokenizer
+
+    try:
+        return load_tokenizer(
+            str(model_cfg.name_or_path), revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code
+        )
+    except OSError as error:
+        raise ConfigError(
+            f"model.name_or_path={model_cfg.name_or_path}: cannot load its tokenizer ({error})"
+        ) from error
+
+
+def _resume_checkpoint(resume: str | None, output_dir: Path) -> Path | None:
+    """The checkpoint to continue from: an explicit path, or for ``auto`` the newest readable one (None: none yet)."""
+    if not resume:
+        return None
+    if resume != "auto":
+        return Path(resume)
+    found = find_resume_checkpoint(output_dir / "checkpoints")
+    if found is None:
+        log.warning("resume=auto: no checkpoint under %s; training starts from step 0", output_dir / "checkpoints")
+    else:
+        log.info("resume=auto: continuing from %s", found)
+    return found

@@ -1,0 +1,77 @@
+"""Several processes from the `hipo` command: DDP over 2 CPU processes (gloo) trains like one process with 2x batch.
+
+Each test starts real `hipo train` processes (rank 0 starts the second rank itself), so they are marked slow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from cli_runs import TINY_TRAIN, final_weights, history, run_hipo, runs_of
+from mlflow.tracking import MlflowClient
+
+from hipo.models.tiny import build_tiny_model
+
+pytestmark = pytest.mark.slow
+
+DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
+STEPS = ["trainer.max_steps=4", "trainer.checkpoint_every_n_steps=2"]
+
+
+def test_ddp_over_two_processes_equals_one_process_with_twice_the_batch(
+    tmp_path: Path, mlflow_uri: str, isolated_data_cache: Path
+) -> None:
+    common = [*TINY_TRAIN, *STEPS, f"logger.tracking_uri={mlflow_uri}", "seed=3"]
+    ddp = run_hipo(
+        [
+            "train",
+            "-m",  # a sweep job (of one) runs DDP too
+            *common,
+            *DDP,
+            "data.batch_size=2",
+            "logger.experiment_name=ddp",
+            f"hydra.sweep.dir={tmp_path / 'ddp'}",
+        ],
+        tmp_path,
+        isolated_data_cache,
+    )
+    assert ddp.returncode == 0, ddp.stderr[-4000:]
+    single = run_hipo(
+        ["train", *common, "data.batch_size=4", "logger.experiment_name=single", f"output_dir={tmp_path / 'single'}"],
+        tmp_path,
+        isolated_data_cache,
+    )
+    assert single.returncode == 0, single.stderr[-4000:]
+
+    # exactly one MLflow run for the DDP job (rank 1 logs nothing), besides the sweep's parent
+    runs = runs_of(mlflow_uri, "ddp")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(runs) == 2 and len(children) == 1 and children[0].info.status == "FINISHED"
+    ddp_run = children[0]
+    (single_run,) = runs_of(mlflow_uri, "single")
+    ddp_loss = history(mlflow_uri, ddp_run.info.run_id, "train/loss")
+    single_loss = history(mlflow_uri, single_run.info.run_id, "train/loss")
+    assert [s for s, _ in ddp_loss] == [s for s, _ in single_loss] == [0, 1, 2, 3]  # each step logged once
+    # rank 0 logs its own shard's loss; the weights are what must agree
+    ddp_dir = tmp_path / "ddp" / "0"
+    assert (ddp_dir / "checkpoints" / "last.ckpt").is_file() and (ddp_dir / "final" / "hipo.json").is_file()
+
+    ddp_weights, single_weights = final_weights(ddp_dir), final_weights(tmp_path / "single")
+    assert ddp_weights.keys() == single_weights.keys()
+    initial = build_tiny_model().state_dict()
+    assert sum(not torch.equal(v, initial[k]) for k, v in single_weights.items()) > len(single_weights) // 2
+    # Adam moves every weight by about lr (1e-3) a step, whatever the gradient's size: a different batch would
+    # differ by ~1e-3. Summing gradients over 2 ranks instead of 1 batch only changes float rounding (seen: <= 5e-6).
+    for name, value in single_weights.items():
+        torch.testing.assert_close(ddp_weights[name], value, atol=2e-5, rtol=0, msg=name)
+    # held-out metrics: each rank scored half of the pairs, the exact sums were all-reduced
+    # (before training: the same weights, only summation order differs; after: weights within the rounding above)
+    for term in ("Rq", "Mt", "Ra", "whole"):
+        for when, tolerance in (("val_before", {"abs": 1e-6}), ("val_after", {"rel": 2e-3, "abs": 1e-6})):
+            key = f"{when}/rewards/margin/{term}"
+            assert ddp_run.data.metrics[key] == pytest.approx(single_run.data.metrics[key], **tolerance), key
+            pairs = f"{when}/pairs/{term}"
+            assert ddp_run.data.metrics[pairs] == single_run.data.metrics[pairs] == 8.0
+    assert MlflowClient(mlflow_uri).get_run(ddp_run.info.run_id).data.tags["hipo.method"] == "hipo"
