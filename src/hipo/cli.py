@@ -113,6 +113,8 @@ def _job_error(error: BaseException, cfg: Any, multirun: bool) -> Any:
     """What the command does with a job's error: a sweep records it and goes on, a single run exits."""
     from hydra.core.hydra_config import HydraConfig
 
+    if isinstance(error, SystemExit):  # e.g. submitit requeueing a preempted job: its exit code stands
+        raise error
     code = exit_code_of(error)
     if multirun and isinstance(error, Exception) and not isinstance(error, JobInterrupted):
         if isinstance(error, UserError) and not verbose():

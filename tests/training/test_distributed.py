@@ -75,3 +75,46 @@ def test_ddp_over_two_processes_equals_one_process_with_twice_the_batch(
             pairs = f"{when}/pairs/{term}"
             assert ddp_run.data.metrics[pairs] == single_run.data.metrics[pairs] == 8.0
     assert MlflowClient(mlflow_uri).get_run(ddp_run.info.run_id).data.tags["hipo.method"] == "hipo"
+
+
+def test_a_signal_to_one_rank_stops_both_at_the_same_step_with_one_checkpoint(
+    tmp_path: Path, mlflow_uri: str, isolated_data_cache: Path
+) -> None:
+    """SIGTERM reaches rank 1 only (a node's scheduler, or `kill` of a worker): the ranks agree at the step end."""
+    done = run_hipo(
+        [
+            "train",
+            *TINY_TRAIN,
+            *DDP,
+            "trainer.max_steps=6",
+            "trainer.checkpoint_every_n_steps=0",
+            f"logger.tracking_uri={mlflow_uri}",
+            f"output_dir={tmp_path / 'run'}",
+        ],
+        tmp_path,
+        isolated_data_cache,
+        env={"HIPO_TEST_SIGNAL_AT_STEP": "2", "HIPO_TEST_SIGNAL": "TERM", "HIPO_TEST_SIGNAL_RANK": "1"},
+    )
+    assert done.returncode == 128 + 15, done.stderr[-4000:]
+    (run,) = runs_of(mlflow_uri, "hipo")
+    assert run.info.status == "KILLED"
+    assert [s for s, _ in history(mlflow_uri, run.info.run_id, "train/loss")] == [0, 1, 2]
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == 3 and len(checkpoint["callbacks"]) > 0
+    (resume_state,) = [v for k, v in checkpoint["callbacks"].items() if k.startswith("ExactResume")]
+    assert len(resume_state["rng"]) == 2  # both ranks' RNG states, gathered into the one checkpoint
+
+
+def test_a_worker_that_dies_fails_the_job_and_its_run(
+    tmp_path: Path, mlflow_uri: str, isolated_data_cache: Path
+) -> None:
+    done = run_hipo(
+        ["train", *TINY_TRAIN, *DDP, "trainer.max_steps=6", f"logger.tracking_uri={mlflow_uri}"],
+        tmp_path,
+        isolated_data_cache,
+        env={"HIPO_TEST_SIGNAL_AT_STEP": "2", "HIPO_TEST_SIGNAL": "KILL", "HIPO_TEST_SIGNAL_RANK": "1"},
+        timeout=300,
+    )
+    assert done.returncode == 1
+    (run,) = runs_of(mlflow_uri, "hipo")
+    assert run.info.status == "FAILED" and "worker rank 1" in run.data.tags["hipo.error"]

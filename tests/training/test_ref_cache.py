@@ -33,15 +33,8 @@ from hipo.models.lora import (
     save_adapter,
 )
 from hipo.models.tiny import build_tiny_model
-from hipo.training.ref_cache import (
-    adapter_digest,
-    build_cached_reference,
-    cache_key,
-    load_or_compute,
-    pair_sequences,
-    reference_fingerprint_parts,
-    sequence_signatures,
-)
+from hipo.training.ref_cache import build_cached_reference, load_or_compute, pair_sequences, sequence_signatures
+from hipo.training.ref_cache_key import adapter_digest, cache_key, reference_fingerprint_parts
 
 
 class NaiveReference:

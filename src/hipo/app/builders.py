@@ -91,7 +91,8 @@ def cached_reference_fn(cfg: DictConfig, bundle: Any, datamodule: Any, live: Any
     """
     import torch
 
-    from hipo.training.ref_cache import build_cached_reference, reference_fingerprint_parts
+    from hipo.training.ref_cache import build_cached_reference
+    from hipo.training.ref_cache_key import reference_fingerprint_parts
 
     use_gpu = cfg.trainer.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
     device = "cuda" if use_gpu else "cpu"

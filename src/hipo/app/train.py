@@ -23,6 +23,8 @@ from typing import Any
 
 import lightning as L
 import mlflow
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers.logger import DummyLogger
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
@@ -41,6 +43,7 @@ from hipo.distributed.processes import (
     process_group_backend,
     rank_zero_first,
 )
+from hipo.errors import JobInterrupted
 from hipo.tracking.lightning_logger import AttachedMLFlowLogger, recorded_steps
 from hipo.tracking.run import record_failed_run, tracked_run
 from hipo.tracking.run_record import RunRecord, run_to_continue, write_run_record
@@ -72,16 +75,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     backend = process_group_backend(cfg.trainer.accelerator)
     requests = StopRequests()
     with requests.installed():
-        if process.launched_by in ("slurm", "torchrun"):  # every rank exists already: rank 0 prepares the caches
-            with job_process_group(process, backend):
-                with rank_zero_first(process):
-                    job = _prepare_or_record(cfg, identity, process)
-                return _run(cfg, job, identity, process, requests, started, workers=None)
-        job = _prepare_or_record(cfg, identity, process)
-        with _local_workers(cfg, job, process, requests) as workers:
-            process = current_process()  # rank 0 of the job once its workers exist
-            with job_process_group(process, backend):
-                return _run(cfg, job, identity, process, requests, started, workers)
+        try:
+            if process.launched_by in ("slurm", "torchrun"):  # every rank exists already: rank 0 prepares caches
+                with job_process_group(process, backend):
+                    with rank_zero_first(process):
+                        job = _prepare_or_record(cfg, identity, process)
+                    return _run(cfg, job, identity, process, requests, started, workers=None)
+            job = _prepare_or_record(cfg, identity, process)
+            with _local_workers(cfg, job, process) as workers:
+                process = current_process()  # rank 0 of the job once its workers exist
+                with job_process_group(process, backend):
+                    return _run(cfg, job, identity, process, requests, started, workers)
+        except JobInterrupted as stop:  # the run is KILLED and the checkpoint written: now the launcher's turn
+            requests.chain(stop.signum)  # under submitit: requeue this job (it resumes by itself) and exit
+            raise
 
 
 def _prepare_or_record(cfg: DictConfig, identity: RunIdentity, process: ProcessInfo) -> TrainingJob:
@@ -113,19 +120,17 @@ def _resolved_or_none(cfg: DictConfig) -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
-def _local_workers(
-    cfg: DictConfig, job: TrainingJob, process: ProcessInfo, requests: StopRequests
-) -> Iterator[WorkerGroup | None]:
-    """The other ranks of a one-node multi-device job, started by this process (rank 0); None otherwise."""
+def _local_workers(cfg: DictConfig, job: TrainingJob, process: ProcessInfo) -> Iterator[WorkerGroup | None]:
+    """The other ranks of a one-node multi-device job, started by this process (rank 0); None otherwise.
+
+    Signals are not forwarded to them: during training the ranks agree on a stop at the step boundary (a stop seen by
+    rank 0 stops all), and outside training rank 0 stops at once and its workers die with it.
+    """
     if process.distributed or job.devices_per_node < 2:
         yield None
         return
     with WorkerGroup(cfg, world_size=job.devices_per_node) as workers:
-        requests.on_signal = workers.forward_signal
-        try:
-            yield workers
-        finally:
-            requests.on_signal = None
+        yield workers
 
 
 def _run(
@@ -164,12 +169,7 @@ def _run(
         if run_id is not None and continue_run is None:
             write_run_record(output_dir, RunRecord(run_id, cfg.logger.tracking_uri, cfg.logger.experiment_name))
             _log_job_inputs(cfg, job, run_id)
-        logger = AttachedMLFlowLogger(
-            recorded_steps=recorded_steps(cfg.logger.tracking_uri, run_id) if continue_run else None,
-            experiment_name=cfg.logger.experiment_name,
-            tracking_uri=cfg.logger.tracking_uri,
-            run_id=run_id,
-        )
+        logger = _lightning_logger(cfg, run_id, continue_run)
         trainer = build_trainer(cfg, output_dir, logger, requests, job.devices_per_node)
         val_before = _held_out_before(cfg, trainer, module, job, run_id, continue_run)
         with requests.deferred():
@@ -187,6 +187,19 @@ def _run(
             raise KeyError(f"objective={cfg.objective!r} is not a final metric; known: {sorted(summary)}")
         result["objective"] = summary[cfg.objective]
     return result
+
+
+def _lightning_logger(cfg: DictConfig, run_id: str | None, continue_run: str | None) -> Logger:
+    """Rank 0: the MLflow logger of the job's run (skipping steps a resumed run already has); other ranks: a logger
+    that records nothing and never opens the store."""
+    if run_id is None:
+        return DummyLogger()
+    return AttachedMLFlowLogger(
+        recorded_steps=recorded_steps(cfg.logger.tracking_uri, run_id) if continue_run else None,
+        experiment_name=cfg.logger.experiment_name,
+        tracking_uri=cfg.logger.tracking_uri,
+        run_id=run_id,
+    )
 
 
 @contextlib.contextmanager
@@ -241,7 +254,8 @@ def _held_out_before(
         if before or job.checkpoint is not None:
             return before
     if job.checkpoint is not None:
-        log.warning("resumed from a checkpoint without its MLflow run: held-out metrics before training are unknown")
+        if run_id is not None:  # other ranks have no run to read them from, and need none
+            log.warning("resumed from a checkpoint without its run: held-out metrics before training are unknown")
         return {}
     trainer.validate(module, datamodule=job.datamodule, verbose=False)
     before = module.held_out_results[-1]

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,18 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def cpu_threads_per_process(processes: int) -> int:
+    """Intra-op threads of each of ``processes`` ranks on this node: the cores shared out (``OMP_NUM_THREADS`` wins).
+
+    Lightning's own launcher does the same; without it every rank takes every core and a 2-process CPU job ran
+    many times slower than one process.
+    """
+    configured = os.environ.get("OMP_NUM_THREADS")
+    if configured and configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    return max(1, (os.cpu_count() or 1) // processes)
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -84,6 +97,7 @@ class WorkerGroup:
         self.finish_timeout_s = finish_timeout_s
         self.processes: list[subprocess.Popen[Any]] = []
         self._saved_env: dict[str, str | None] = {}
+        self._saved_threads = torch.get_num_threads()
         self._stopping = threading.Event()
 
     # ---- lifecycle --------------------------------------------------------------------------------------------------
@@ -94,8 +108,15 @@ class WorkerGroup:
             "WORLD_SIZE": str(self.world_size),
             "NODE_RANK": "0",
         }
+        threads = cpu_threads_per_process(self.world_size)
         for rank in range(1, self.world_size):
-            env = {**os.environ, **rendezvous, "RANK": str(rank), "LOCAL_RANK": str(rank)}
+            env = {
+                **os.environ,
+                **rendezvous,
+                "RANK": str(rank),
+                "LOCAL_RANK": str(rank),
+                "OMP_NUM_THREADS": str(threads),
+            }
             env[CONFIG_ENV], env[PARENT_ENV] = self.config_yaml, str(os.getpid())
             command = [sys.executable, "-m", "hipo.distributed.worker"]
             preexec = _die_with_parent if sys.platform.startswith("linux") else None
@@ -103,6 +124,8 @@ class WorkerGroup:
         own = {**rendezvous, "RANK": "0", "LOCAL_RANK": "0", "HIPO_LAUNCHED": "1"}
         self._saved_env = {name: os.environ.get(name) for name in own}
         os.environ.update(own)
+        self._saved_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
         threading.Thread(target=self._watch, name="hipo-worker-watcher", daemon=True).start()
         log.info("started %d worker process(es) for a %d-process job", self.world_size - 1, self.world_size)
         return self
@@ -114,6 +137,7 @@ class WorkerGroup:
                 self._wait(self.finish_timeout_s)
             self.stop()
         finally:
+            torch.set_num_threads(self._saved_threads)
             for name, value in self._saved_env.items():
                 if value is None:
                     os.environ.pop(name, None)
@@ -143,12 +167,6 @@ class WorkerGroup:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-    def forward_signal(self, signum: int) -> None:
-        """Sends ``signum`` to every running worker (a preemption signal reaches all ranks)."""
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signum)
 
     def _watch(self) -> None:
         while not self._stopping.wait(0.5):

@@ -18,7 +18,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -49,13 +49,11 @@ class StopRequests:
     Attributes:
         requested: the signal that asked for a stop, or None.
         deferring: True while training: a stop waits for the next step boundary.
-        on_signal: optional callback run on every signal (e.g. forward it to worker processes).
     """
 
-    def __init__(self, on_signal: Callable[[int], None] | None = None) -> None:
+    def __init__(self) -> None:
         self.requested: int | None = None
         self.deferring = False
-        self.on_signal = on_signal
         self._previous: dict[int, Any] = {}
 
     @contextlib.contextmanager
@@ -80,8 +78,6 @@ class StopRequests:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
-        if self.on_signal is not None:
-            self.on_signal(signum)
         if signum == signal.SIGINT and self.requested == signal.SIGINT:
             raise JobInterrupted(signum)  # a second Ctrl+C: stop now, without a checkpoint
         first = self.requested is None
