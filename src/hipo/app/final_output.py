@@ -26,10 +26,11 @@ def save_trained(module: PreferenceModule, tokenizer: Any, output_dir: Path, cfg
     output_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=output_dir, prefix=f".{FINAL}."))
     try:
-        if isinstance(module.policy, PeftModel):
-            save_adapter(module.policy, staging)
+        policy: Any = module.policy  # a transformers model or a PeftModel
+        if isinstance(policy, PeftModel):
+            save_adapter(policy, staging)
         else:
-            module.policy.save_pretrained(staging)
+            policy.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         weights = current_weights(module)
         meta = {"base_model": cfg.model.name_or_path, "segments": list(cfg.segments), "weights": weights}
@@ -50,7 +51,7 @@ def save_trained(module: PreferenceModule, tokenizer: Any, output_dir: Path, cfg
 
 def current_weights(module: PreferenceModule) -> dict[str, float]:
     """The segment weights the loss uses now, by term name (empty for losses without segment weights)."""
-    weights_module = getattr(module.loss_fn, "weights", None)
+    weights_module: Any = getattr(module.loss_fn, "weights", None)
     if weights_module is None:
         return {}
     values = weights_module().detach().cpu().tolist()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
@@ -55,7 +56,7 @@ def build_trainer(
     """
     t = cfg.trainer
     strategy = strategy_name(t, devices_per_node)
-    plugins = [] if strategy.startswith(_OWN_CHECKPOINT_IO) else [AtomicCheckpointIO()]
+    plugins: list[Any] = [] if strategy.startswith(_OWN_CHECKPOINT_IO) else [AtomicCheckpointIO()]
     return L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,

@@ -110,13 +110,19 @@ def _prepare_or_record(cfg: DictConfig, identity: RunIdentity, process: ProcessI
         raise
 
 
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The config with every interpolation resolved, as plain Python (what MLflow records)."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    return {str(k): v for k, v in resolved.items()}
+
+
 def _resolved_or_none(cfg: DictConfig) -> dict[str, Any] | None:
     """The resolved config as a dict, or None when it does not resolve (that may be why the job failed)."""
     try:
-        resolved = OmegaConf.to_container(cfg, resolve=True)
+        return resolved_config(cfg)
     except Exception:
         return None
-    return resolved if isinstance(resolved, dict) else None
 
 
 @contextlib.contextmanager
@@ -210,14 +216,12 @@ def _job_run(
     if not process.is_main:
         yield None
         return
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(resolved, dict)
     with tracked_run(
         tracking_uri=cfg.logger.tracking_uri,
         experiment_name=cfg.logger.experiment_name,
         run_name=identity.name,
         tags=identity.tags,
-        params=resolved,
+        params=resolved_config(cfg),
         artifact_location=cfg.logger.artifact_location,
         parent_run_id=identity.parent_run_id,
         continue_run_id=continue_run,
@@ -227,8 +231,7 @@ def _job_run(
 
 def _log_job_inputs(cfg: DictConfig, job: TrainingJob, run_id: str) -> None:
     """The resolved config and the data statistics of a new run."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    mlflow.log_dict(resolved, "config/resolved.yaml", run_id=run_id)
+    mlflow.log_dict(resolved_config(cfg), "config/resolved.yaml", run_id=run_id)
     stats = job.datamodule.stats.as_dict()
     mlflow.log_dict(stats, "data/stats.json", run_id=run_id)
     numbers = {f"data/{k}": float(v) for k, v in stats.items() if isinstance(v, (int, float))}

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from hipo.distributed.launcher import CONFIG_ENV
 
@@ -21,6 +21,7 @@ def main() -> None:
     rank = os.environ.get("RANK", "?")
     logging.basicConfig(level=logging.WARNING, format=f"[rank {rank}] %(levelname)s %(name)s: %(message)s")
     cfg = OmegaConf.create(os.environ[CONFIG_ENV])
+    assert isinstance(cfg, DictConfig)
     from hipo.app.train import train
     from hipo.errors import exit_code_of
 

@@ -122,7 +122,7 @@ def _create_run(
     return run_id
 
 
-def run_status_for(error: BaseException) -> RunStatus:
+def run_status_for(error: BaseException) -> int:
     """KILLED for a stop by signal, FINISHED for a clean ``SystemExit(0)``, FAILED for anything else."""
     from hipo.errors import JobInterrupted
 

@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 def rng_states() -> dict[str, Any]:
     """The states of every global random number generator this process uses, as tensors and plain Python values
     (what ``torch.load(weights_only=True)``, Lightning's default, accepts)."""
-    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    kind, keys, position, has_gauss, gauss = np.random.get_state(legacy=True)  # type: ignore[misc]
+    assert isinstance(keys, np.ndarray)
     states: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": (str(kind), torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(gauss)),
@@ -77,7 +78,7 @@ class ExactResume(Callback):
 
     # ---- recording --------------------------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._datamodule = trainer.datamodule  # called before a checkpoint is restored
+        self._datamodule = getattr(trainer, "datamodule", None)  # set before a checkpoint is restored
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
