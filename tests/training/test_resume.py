@@ -96,50 +96,37 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "ref"
 
 
-def test_kill_usr1_and_a_crash_while_saving_resume_exactly(
+def test_kill_sigterm_usr1_and_a_crash_while_saving_all_resume_exactly(
     tmp_path: Path, mlflow_uri: str, isolated_data_cache: Path, uninterrupted: Path
 ) -> None:
+    """One job interrupted four ways in a row (8 steps, a checkpoint every 2, an epoch every 6)."""
     cache, out = isolated_data_cache, "chain"
-    killed = _train(tmp_path, cache, mlflow_uri, out, env=_signal_at(3, "KILL"))  # kill -9 at step 3 (ckpt at 2)
-    assert killed.returncode == -9
+    checkpoints = tmp_path / out / "checkpoints"
+    killed = _train(tmp_path, cache, mlflow_uri, out, env=_signal_at(1, "KILL"))  # kill -9 before any checkpoint
+    assert killed.returncode == -9 and not checkpoints.exists()
     (run,) = runs_of(mlflow_uri, out)
     assert run.info.status == "RUNNING"  # nobody could mark it: the resumed job continues it
-
-    preempted = _train(tmp_path, cache, mlflow_uri, out, "resume=auto", env=_signal_at(5, "USR1"))
-    assert preempted.returncode == 128 + 10, preempted.stderr[-4000:]  # SIGUSR1
-    assert "stopped by SIGUSR1" in preempted.stderr and "Traceback" not in preempted.stderr
-    (run,) = runs_of(mlflow_uri, out)
-    assert run.info.status == "KILLED"
-    assert _checkpoint(tmp_path / out / "checkpoints" / "last.ckpt")["global_step"] == 6  # the step it was in ended
-
-    crashed = _train(tmp_path, cache, mlflow_uri, out, "resume=auto", env={"HIPO_TEST_KILL_WHILE_SAVING_STEP": "8"})
-    assert crashed.returncode == -9
-    assert _checkpoint(tmp_path / out / "checkpoints" / "last.ckpt")["global_step"] == 6  # the half-written one lost
-
-    finished = _train(tmp_path, cache, mlflow_uri, out, "resume=auto")
-    assert finished.returncode == 0, finished.stderr[-4000:]
-    final_run = _one_run_with_every_step_once(mlflow_uri, out)
-    assert final_run.info.run_id == run.info.run_id and final_run.data.tags["hipo.resumes"] == "3"
-    assert final_run.data.metrics["val_before/rewards/accuracy/whole"] == 0.5  # from the first job, not re-measured
-    _assert_same_state(tmp_path / out, uninterrupted)
-    assert not list((tmp_path / out / "checkpoints").glob(".*.tmp"))  # no temporary file left behind
-
-
-def test_kill_before_the_first_checkpoint_and_sigterm_resume_exactly(
-    tmp_path: Path, mlflow_uri: str, isolated_data_cache: Path, uninterrupted: Path
-) -> None:
-    cache, out = isolated_data_cache, "early"
-    killed = _train(tmp_path, cache, mlflow_uri, out, env=_signal_at(1, "KILL"))
-    assert killed.returncode == -9 and not (tmp_path / out / "checkpoints").exists()
 
     terminated = _train(tmp_path, cache, mlflow_uri, out, "resume=auto", env=_signal_at(3, "TERM"))
     assert terminated.returncode == 128 + 15, terminated.stderr[-4000:]
     assert "no checkpoint under" in terminated.stdout + terminated.stderr  # started over, said so
-    (run,) = runs_of(mlflow_uri, out)
-    assert run.info.status == "KILLED"
-    assert _checkpoint(tmp_path / out / "checkpoints" / "last.ckpt")["global_step"] == 4
+    assert "stopped by SIGTERM" in terminated.stderr and "Traceback" not in terminated.stderr
+    assert runs_of(mlflow_uri, out)[0].info.status == "KILLED"
+    assert _checkpoint(checkpoints / "last.ckpt")["global_step"] == 4  # the step it was in ended, then it saved
+
+    preempted = _train(tmp_path, cache, mlflow_uri, out, "resume=auto", env=_signal_at(5, "USR1"))
+    assert preempted.returncode == 128 + 10, preempted.stderr[-4000:]
+    assert runs_of(mlflow_uri, out)[0].info.status == "KILLED"
+    assert _checkpoint(checkpoints / "last.ckpt")["global_step"] == 6  # the last step of the first epoch
+
+    crashed = _train(tmp_path, cache, mlflow_uri, out, "resume=auto", env={"HIPO_TEST_KILL_WHILE_SAVING_STEP": "8"})
+    assert crashed.returncode == -9
+    assert _checkpoint(checkpoints / "last.ckpt")["global_step"] == 6  # the half-written save never replaced it
 
     finished = _train(tmp_path, cache, mlflow_uri, out, "resume=auto")
     assert finished.returncode == 0, finished.stderr[-4000:]
-    _one_run_with_every_step_once(mlflow_uri, out)
+    final_run = _one_run_with_every_step_once(mlflow_uri, out)
+    assert final_run.info.run_id == run.info.run_id and final_run.data.tags["hipo.resumes"] == "4"
+    assert final_run.data.metrics["val_before/rewards/accuracy/whole"] == 0.5  # measured by the second job only
     _assert_same_state(tmp_path / out, uninterrupted)
+    assert not list(checkpoints.glob(".*.tmp"))  # the interrupted save's temporary file was cleaned up

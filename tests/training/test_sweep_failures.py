@@ -97,17 +97,18 @@ def test_bad_data_is_one_line_exit_2_and_leaves_nothing_behind(
     cache = isolated_data_cache / "data"
     assert not cache.exists() or not any(cache.iterdir())  # no cache entry
 
-    verbose = run_hipo(
-        ["train", "--verbose", *TINY, "data=jsonl", "data.path=pairs.jsonl", *args], tmp_path, isolated_data_cache
-    )
-    assert verbose.returncode == 2 and "Traceback" in verbose.stderr
+    if hint is None:  # once is enough: --verbose adds the traceback
+        verbose = run_hipo(
+            ["train", "--verbose", *TINY, "data=jsonl", "data.path=pairs.jsonl", *args], tmp_path, isolated_data_cache
+        )
+        assert verbose.returncode == 2 and "Traceback" in verbose.stderr
 
 
-def test_a_config_error_exits_2_naming_the_key(tmp_path: Path, isolated_data_cache: Path) -> None:
+def test_config_errors_exit_2_naming_the_key(tmp_path: Path, isolated_data_cache: Path) -> None:
+    """A typo (refused by the schema at composition) and a value that cannot work (refused before anything is
+    read); tests/app/test_bad_input_properties.py covers many more values in-process."""
     typo = run_hipo(["train", "model=tiny", "loss.bta=0.3"], tmp_path, isolated_data_cache)
     assert typo.returncode == 2 and "bta" in typo.stderr
-    value = run_hipo(["train", *TINY_TRAIN, "data.batch_size=0"], tmp_path, isolated_data_cache)
-    assert value.returncode == 2 and "error: data.batch_size=0: must be a positive number" in value.stderr
     fsdp = run_hipo(["train", *TINY_TRAIN, "trainer=fsdp", "trainer.accelerator=cpu"], tmp_path, isolated_data_cache)
-    assert fsdp.returncode == 2 and "trainer.strategy=fsdp needs GPUs" in fsdp.stderr
+    assert fsdp.returncode == 2 and "error: trainer.strategy=fsdp needs GPUs" in fsdp.stderr
     assert not (tmp_path / "outputs").exists()
