@@ -1,4 +1,4 @@
-"""The ``hipo`` command: ``hipo train|eval|segment|report|bench [hydra overrides...] [--verbose]``.
+"""The ``hipo`` command: ``hipo train|eval|segment|report|bench|pipeline [hydra overrides...] [--verbose]``.
 
 How a command ends (see :mod:`hipo.errors`): 0 when it finished; 2 for a user error (bad data or config: one line
 ``error: ...``, plus ``hint: ...`` when there is advice; the traceback only with ``--verbose`` or
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hipo.config.secrets import secret_overrides, secret_refusal
 from hipo.errors import USER_ERROR_EXIT_CODE, JobInterrupted, UserError, exit_code_of, one_line
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -26,15 +27,17 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("hipo.app.evaluate", "evaluate_command", "eval"),
     "report": ("hipo.app.report", "report_command", "report"),
     "bench": ("hipo.app.bench", "bench_command", "bench"),
+    "pipeline": ("hipo.app.pipeline", "pipeline_command", "config"),
 }
 
-USAGE = """usage: hipo {train,eval,segment,report,bench} [key=value ...] [-m] [--cfg job] [--verbose] [--help]
+USAGE = """usage: hipo {train,eval,segment,report,bench,pipeline} [key=value ...] [-m] [--cfg job] [--verbose] [--help]
 
   train    train a policy (DPO / HiPO / KTO ...) on segmented preference pairs, tracked in MLflow
   eval     evaluate a model / adapter / checkpoint on math benchmarks (+ optional rubric judge)
   segment  print how N examples of a dataset are segmented into Rq / Mt / Ra, for a person to check
   report   tables and plots of a sweep or experiment from MLflow
   bench    step-time / throughput / memory benchmark of training variants
+  pipeline an experiment end to end: LLM decomposition -> training sweep (+ benchmarks, judge) -> report
 
 Overrides are Hydra's: e.g. `hipo train loss=dpo model=tiny trainer.max_steps=10`,
 sweeps with -m: `hipo train -m loss=dpo,hipo seed=0,1,2`. `hipo train --help` lists the config groups.
@@ -191,6 +194,11 @@ def main(argv: list[str] | None = None) -> None:
     command, rest = args[0], args[1:]
     if command not in COMMANDS:
         print(f"hipo: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        raise SystemExit(USER_ERROR_EXIT_CODE)
+    secrets = secret_overrides(rest)
+    if secrets:  # refused before Hydra could write them into .hydra/overrides.yaml (or echo them in an error)
+        message, hint = secret_refusal(secrets)
+        print(f"error: {message}\nhint: {hint}", file=sys.stderr)
         raise SystemExit(USER_ERROR_EXIT_CODE)
     module_name, function_name, config_name = COMMANDS[command]
     if command == "report":  # `experiment` names a config group of `hipo train`; for reports it is a plain value

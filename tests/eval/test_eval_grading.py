@@ -1,4 +1,9 @@
-"""The grader on a hand-written table of (generation, gold, expected verdict) in the five benchmarks' styles."""
+"""The grader on hand-written tables of (generation, gold, expected verdict) in the five benchmarks' styles.
+
+``CASES`` are graded as LaTeX (``expression``) answers: an explicit final answer is required. ``NUMERIC_CASES``
+(GSM8K, AIME) may fall back to the last number, but only without any final-answer marker. ``HONEST_CASES`` are
+the traps of the last-number guess, each with the verdict a person would give.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,11 @@ import threading
 
 import pytest
 
-from hipo.eval.grading import answers_match, extract_answer, is_equivalent
+from hipo.eval.grading import answers_match, equation_value, extract_answer, extract_final_answer, is_equivalent
 
 # (generation, gold, expected). Comments name the benchmark style or the trap being tested.
 CASES: list[tuple[str, str, bool]] = [
-    # --- GSM8K: integer golds after ####, commas, currency, units, last-number fallback
+    # --- GSM8K: integer golds after ####, commas, currency, units
     ("She makes 9 * 2 = $18 every day.\n#### 18", "18", True),
     ("So the total is \\boxed{18}.", "18", True),
     ("So the total is \\boxed{\\$18}.", "18", True),
@@ -20,7 +25,7 @@ CASES: list[tuple[str, str, bool]] = [
     ("Thus \\boxed{70,000}", "70000", True),
     ("Thus \\boxed{70000}", "70,000", True),
     ("Thus \\boxed{1,000,000}", "1000000", True),
-    ("She has 3 apples and then 5 more, so 8 apples in total", "8", True),
+    ("She has 3 apples and then 5 more, so 8 apples in total", "8", False),  # no stated answer: LaTeX golds never guess
     ("She has 3 apples and then 5 more, so 8 apples in total", "5", False),
     ("\\boxed{18.00}", "18", True),
     ("\\boxed{18.5}", "18", False),
@@ -104,9 +109,106 @@ CASES: list[tuple[str, str, bool]] = [
 ]
 
 
+# (generation, gold, expected) for bare-number benchmarks: the last number counts only when nothing else is stated
+NUMERIC_CASES: list[tuple[str, str, bool]] = [
+    ("She has 3 apples and then 5 more, so 8 apples in total", "8", True),
+    ("She has 3 apples and then 5 more, so 8 apples in total", "5", False),
+    ("The answer is 12 apples.", "12", True),
+    ("Each ticket costs $5, so 9 tickets cost $45.", "45", True),
+    ("The answer is $1,250.", "1250", True),
+    ("I computed 12 first. Then 7. #### 7", "7", True),
+    # a label is not a quantity: "Step 3" / "Step 2" name steps
+    ("She makes 9 * 2 = $18 every day.\nStep 3", "3", False),  # cut off at a step heading: no answer stated
+    ("She makes 9 * 2 = $18 every day.\n\n**Step 3:**", "18", False),  # ... not even the number before it
+    ("Step 1: 4 + 4 = 8 cookies.\nStep 2: 8 * 2 = 16, so 16 cookies are left after Step 2", "2", False),
+    ("Step 1: 4 + 4 = 8 cookies.\nStep 2: 8 * 2 = 16, so 16 cookies are left after Step 2", "16", True),
+    # a fraction or a power is one value, not its last digit
+    ("so the probability is $S = \\frac{1}{2}$", "2", False),
+    ("so the probability is $S = \\frac{1}{2}$", "0.5", True),
+    ("There are 2^{10} ways.", "10", False),
+    ("There are 2^{10} ways.", "1024", True),
+    # a final-answer marker that yields nothing forbids the guess
+    ("The value is \\boxed{1", "1", False),  # truncated box
+]
+
+# (generation, gold, answer format, expected): the last-number traps and answers stated as equations
+HONEST_CASES: list[tuple[str, str, str, bool]] = [
+    ("Therefore $S = \\frac{1}{2}$.", "2", "expression", False),  # no stated answer, and never "2"
+    ("The answer is $S = \\frac{1}{2}$.", "2", "expression", False),
+    ("The answer is $S = \\frac{1}{2}$.", "\\frac{1}{2}", "expression", True),  # graded on the right-hand side
+    ("The answer is $S = \\frac{1}{2}$.", "0.5", "expression", True),
+    ("So $x = 5$. The answer is $x = 5$.", "5", "expression", True),
+    ("\\boxed{x = 5}", "5", "expression", True),
+    ("\\boxed{x = 5}", "x = 5", "expression", True),
+    ("\\boxed{x = 2 + 3 = 5}", "5", "expression", True),
+    ("\\boxed{y = 7}", "5", "expression", False),
+    ("The answer is x = 5", "5", "numeric", True),
+    # MATH answers without a box: a count or a year in the last sentence is not an answer
+    ("We must choose 3 people for the committee, from a group of 6.", "6", "expression", False),
+    ("There are 4 cases to check, and we have checked 3 of them.", "3", "expression", False),
+    ("None of the values worked, just as in the 2008 contest.", "2008", "expression", False),
+    ("This identity was first proved in 1837.", "1837", "expression", False),
+    # numbers in a sentence after the box do not count
+    ("\\boxed{12}. This took us 3 steps.", "12", "expression", True),
+    ("\\boxed{12}. This took us 3 steps.", "3", "expression", False),
+    ("\\boxed{12}. This took us 3 steps.", "3", "numeric", False),
+    # units after the stated answer
+    ("The answer is $5\\,\\text{cm}$.", "5", "expression", True),
+    ("The answer is 5 cm.", "5", "expression", True),
+    ("The answer is 12 apples.", "12", "expression", True),
+    ("The final answer is \\boxed{3 \\text{ hours}}.", "3", "numeric", True),
+    ("Final Answer: The final answer is $\\frac{3}{4}$. I hope it is correct.", "\\frac{3}{4}", "expression", True),
+]
+
+
 @pytest.mark.parametrize(("generation", "gold", "expected"), CASES)
 def test_grading_table(generation: str, gold: str, expected: bool) -> None:
     assert is_equivalent(generation, gold) is expected
+
+
+@pytest.mark.parametrize(("generation", "gold", "expected"), NUMERIC_CASES)
+def test_numeric_grading_table(generation: str, gold: str, expected: bool) -> None:
+    assert is_equivalent(generation, gold, answer_format="numeric") is expected
+
+
+@pytest.mark.parametrize(("generation", "gold", "answer_format", "expected"), HONEST_CASES)
+def test_no_guessing_and_equations(generation: str, gold: str, answer_format: str, expected: bool) -> None:
+    assert is_equivalent(generation, gold, answer_format=answer_format) is expected
+
+
+@pytest.mark.parametrize(
+    ("generation", "answer_format", "expected"),
+    [
+        ("We must choose 3 people for the committee, from a group of 6.", "expression", None),
+        ("We must choose 3 people for the committee, from a group of 6.", "numeric", "6"),
+        ("She makes 9 * 2 = $18 every day.\nStep 3", "numeric", None),
+        ("The value is \\boxed{1", "numeric", None),
+        ("so $S = \\frac{1}{2}$", "numeric", "\\frac{1}{2}"),
+        ("1. Add 2 and 3.\n2. Double it: 10", "numeric", "10"),
+    ],
+)
+def test_no_answer_is_none(generation: str, answer_format: str, expected: str | None) -> None:
+    """What the runner records as the extracted answer (None: counted as "no answer")."""
+    assert extract_final_answer(generation, answer_format) == expected
+
+
+def test_unknown_answer_format_is_refused() -> None:
+    with pytest.raises(ValueError, match="numeric, expression"):
+        is_equivalent("\\boxed{1}", "1", answer_format="number")
+
+
+@pytest.mark.parametrize(
+    ("answer", "value"),
+    [
+        ("S = \\frac{1}{2}", "\\frac{1}{2}"),
+        ("x = 2 + 3 = 5", "5"),
+        ("x = 5 \\text{ or } x = 9", "5 \\text{ or } 9"),
+        ("a \\leq 3", "a \\leq 3"),
+        ("(r, \\theta) = (3, \\pi)", "(3, \\pi)"),
+    ],
+)
+def test_equation_value(answer: str, value: str) -> None:
+    assert equation_value(answer) == value
 
 
 def test_table_size_and_balance() -> None:
@@ -128,14 +230,17 @@ def test_table_size_and_balance() -> None:
         ("The answer is $\\frac{3}{4}$. Next, we check.", "\\frac{3}{4}"),
         ("The final answer is 12 apples.", "12"),
         ("no digits here", None),
-        ("a truncated \\boxed{12", "12"),  # no complete box: falls back to the last number
+        ("a truncated \\boxed{12", None),  # no complete box, and a started box forbids the last-number guess
     ],
 )
 def test_extract_answer(text: str, expected: str | None) -> None:
     assert extract_answer(text) == expected
+    assert extract_answer(text, last_number_fallback=True) == expected
 
 
 def test_extract_answer_without_number_fallback() -> None:
+    """The fallback is opt-in (the ``llm`` segmenter reads the original answer without it)."""
+    assert extract_answer("there were 12 cats") is None
     assert extract_answer("there were 12 cats", last_number_fallback=False) is None
     assert extract_answer("there were 12 cats", last_number_fallback=True) == "12"
 

@@ -10,13 +10,14 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from hipo.app.evaluate import format_results
 from hipo.eval.benchmarks import BenchmarkData, BenchmarkItem, load_benchmark_data, shared_benchmark_path
 from hipo.eval.generation import GenerationConfig, GenerationOutput
 from hipo.eval.judge import DIMENSION_KEYS, Judge, JudgeRequest, Judgment
 from hipo.eval.runner import evaluate
 from hipo.models.tiny import build_tiny_model
 
-RECORD_KEYS = {"id", "prompt", "generation", "extracted", "gold", "correct"}
+RECORD_KEYS = {"id", "prompt", "generation", "extracted", "gold", "correct", "no_answer"}
 
 
 @pytest.fixture
@@ -45,28 +46,33 @@ class ScriptedEngine:
 
 
 class ConstantJudge(Judge):
-    """A judge without a server: 8 on every dimension, verbosity 4; fails on solutions containing 'FAIL'."""
+    """A judge without a server: 8 on every dimension, verbosity 4; fails on solutions containing 'FAIL' (or all)."""
 
-    def __init__(self) -> None:
+    def __init__(self, fail_all: bool = False) -> None:
         self.seen: list[JudgeRequest] = []
+        self.fail_all = fail_all
 
     def judge(self, request: JudgeRequest) -> Judgment:
         self.seen.append(request)
-        if "FAIL" in request.response:
-            return Judgment(ok=False, error="scripted failure")
+        if self.fail_all or "FAIL" in request.response:
+            return Judgment(
+                ok=False, error="APIConnectionError: Connection error." if self.fail_all else "scripted failure"
+            )
         return Judgment(ok=True, scores=dict.fromkeys(DIMENSION_KEYS, 8), verbosity=4, comment="ok")
 
     def judge_many(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
         return [self.judge(request) for request in requests]
 
 
-def toy_benchmark(name: str = "toy") -> BenchmarkData:
+def toy_benchmark(name: str = "toy", answer_format: str = "expression") -> BenchmarkData:
     items = [
         BenchmarkItem("a", "Question A: 1+1?", "2"),
         BenchmarkItem("b", "Question B: half of 1?", "\\frac{1}{2}"),
         BenchmarkItem("c", "Question C: 3*3?", "9"),
     ]
-    return BenchmarkData(name=name, items=items, source="inline", n_rows=4, n_skipped=1)
+    return BenchmarkData(
+        name=name, items=items, source="inline", n_rows=4, n_skipped=1, answer_format=answer_format, skipped_lines=(4,)
+    )
 
 
 def test_tiny_model_on_two_benchmarks_logs_metrics_and_samples(
@@ -121,6 +127,8 @@ def test_accuracy_pass_and_maj_at_k_are_exact() -> None:
     assert bench.pass_at_k == pytest.approx({1: 0.25, 2: (5 / 6 + 1 / 2) / 3, 4: 2 / 3})
     assert bench.maj_at_k == pytest.approx({1: 2 / 3, 2: 2 / 3, 4: 1 / 3})
     assert bench.records[2]["extracted"] is None and bench.records[2]["correct"] is False
+    assert bench.records[2]["no_answer"] is True and bench.no_answer == 1 and bench.n_samples == 12
+    assert result.metrics()["eval/toy/no_answer"] == 1
     assert [s["correct"] for s in bench.records[0]["samples"]] == [True, False, False, True]
     assert bench.tokens_per_second == pytest.approx(15.0)
     assert result.metrics()["eval/toy/pass_at_2"] == pytest.approx((5 / 6 + 1 / 2) / 3)
@@ -162,6 +170,57 @@ def test_samples_dir_and_no_active_run(tmp_path: Path) -> None:
     written = json.loads((tmp_path / "toy" / "samples.json").read_text())
     assert written == result.benchmarks["toy"].records
     assert [r["correct"] for r in written] == [True, False, False]
+
+
+def test_no_answer_is_counted_and_never_guessed_for_latex_benchmarks() -> None:
+    """The same generations on a LaTeX benchmark and a bare-number one: only the latter reads the last number."""
+    table = {
+        "Question A": ["so 1 + 1 makes 2 in total"],  # no stated answer
+        "Question B": ["The answer is $S = \\frac{1}{2}$."],  # an equation: graded on its right-hand side
+        "Question C": ["we are done in 9 steps, Step 3"],  # no stated answer
+    }
+    latex = evaluate(ScriptedEngine(table), _NoTemplateTokenizer(), [toy_benchmark()], log_to_mlflow=False)
+    bench = latex.benchmarks["toy"]
+    assert [r["extracted"] for r in bench.records] == [None, "S = \\frac{1}{2}", None]
+    assert [r["correct"] for r in bench.records] == [False, True, False]
+    assert [r["no_answer"] for r in bench.records] == [True, False, True] and bench.no_answer == 2
+    assert latex.metrics()["eval/toy/no_answer"] == 2
+    table_text = format_results(latex)
+    assert "| no answer |" in table_text.splitlines()[0] and "| toy | 3 | 0.333 | 2/3 |" in table_text
+    assert "1 rows skipped (no gold)" in table_text
+    numeric = evaluate(
+        ScriptedEngine(table), _NoTemplateTokenizer(), [toy_benchmark("n", "numeric")], log_to_mlflow=False
+    )
+    assert [r["extracted"] for r in numeric.benchmarks["n"].records] == ["2", "S = \\frac{1}{2}", "9"]
+    assert numeric.benchmarks["n"].no_answer == 0 and numeric.benchmarks["n"].accuracy == 1.0
+
+
+def test_a_judge_that_fails_everywhere_is_visible() -> None:
+    engine = ScriptedEngine({"Question": ["\\boxed{2}"]})
+    config = GenerationConfig(progress=False)
+    failed = evaluate(
+        engine,
+        _NoTemplateTokenizer(),
+        [toy_benchmark()],
+        config,
+        judge=ConstantJudge(fail_all=True),
+        log_to_mlflow=False,
+    )
+    bench = failed.benchmarks["toy"]
+    assert bench.judge_failed_all and (bench.judge_failed, bench.judge_total) == (3, 3) and bench.judge == {}
+    assert bench.judge_error == "APIConnectionError: Connection error."
+    assert failed.metrics()["eval/toy/judge_failed"] == 3
+    assert "judge FAILED 3/3: APIConnectionError: Connection error." in format_results(failed)
+    partial = evaluate(
+        ScriptedEngine({"Question A": ["\\boxed{2}"], "Question B": ["FAIL"], "Question C": ["\\boxed{9}"]}),
+        _NoTemplateTokenizer(),
+        [toy_benchmark()],
+        config,
+        judge=ConstantJudge(),
+        log_to_mlflow=False,
+    )
+    assert not partial.benchmarks["toy"].judge_failed_all
+    assert "judge mean 8.00 (1/3 failed: scripted failure)" in format_results(partial)
 
 
 class _NoTemplateTokenizer:

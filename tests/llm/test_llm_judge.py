@@ -30,10 +30,7 @@ def reply(score: int = 7, verbosity: int = 5, comment: str = "fine") -> dict[str
 
 
 def make_judge(server: Any, cache_dir: Path | None = None, **kwargs: Any) -> Judge:
-    client = ChatClient(
-        base_url=server.url, model="fake-judge", api_key="k", timeout_s=0.5, max_retries=2, backoff_s=0.01,
-        max_backoff_s=0.02, cache_dir=cache_dir,
-    )  # fmt: skip
+    client = ChatClient(base_url=server.url, model="fake-judge", timeout_s=0.5, max_retries=2, cache_dir=cache_dir)
     return Judge(client, **kwargs)
 
 

@@ -1,4 +1,10 @@
-"""`hipo eval` and the end-of-training evaluation: same benchmarks, prompts, decoding and grader for every method."""
+"""`hipo eval` and the end-of-training evaluation: same benchmarks, prompts, decoding and grader for every method.
+
+Every benchmark file is read and checked before any model loads or any MLflow run opens (bad input is a
+:class:`~hipo.errors.UserError`: one line, exit code 2). A judge that failed on every item of a benchmark fails
+`hipo eval` after the results are logged and the table printed (the run is marked FAILED), unless
+``evaluate.judge.allow_failures=true``; partial failures are shown in the table with their count.
+"""
 
 from __future__ import annotations
 
@@ -13,39 +19,52 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from hipo.app.builders import build_policy, instantiate_component
+from hipo.config.secrets import redact_secrets
+from hipo.errors import UserError, config_errors, one_line
 from hipo.eval.benchmarks import BenchmarkData, load_benchmark_data
 from hipo.eval.generation import GenerationConfig
 from hipo.eval.judge import Judge
-from hipo.eval.runner import EvaluationResult, evaluate
+from hipo.eval.runner import BenchmarkResult, EvaluationResult, evaluate, judge_failed_everywhere
 from hipo.tracking.run import git_commit, tracked_run
 
 log = logging.getLogger(__name__)
 
 
+class JudgeFailed(UserError, RuntimeError):
+    """The judge failed on every item of a benchmark and ``evaluate.judge.allow_failures`` is false."""
+
+
 # ---- config -> evaluation objects -----------------------------------------------------------------------------------
-def load_benchmarks(benchmark_nodes: DictConfig, limit: int | None = None) -> list[BenchmarkData]:
-    """Every selected benchmark, loaded (and validated) before any model is touched.
+def load_benchmarks(
+    benchmark_nodes: DictConfig, limit: int | None = None, root: str | None = None
+) -> list[BenchmarkData]:
+    """Every selected benchmark, read and checked before any model is touched (see ``load_benchmark_data``).
 
     Args:
-        benchmark_nodes: ``{name: {name, path, limit, seed}}`` from ``benchmark=[...]``.
+        benchmark_nodes: ``{name: {name, path, root, limit, seed}}`` from ``benchmark=[...]``.
         limit: overrides each benchmark's own ``limit``.
+        root: ``evaluate.benchmark_root``: a folder of local copies ``<root>/<name>/test.jsonl`` (a benchmark's own
+            ``root`` wins); without any root, ``$HIPO_SHARED_DIR``'s copies are read before the hub.
 
     Raises:
-        ValueError: no benchmark selected, or an unknown name (listing the known ones).
-        FileNotFoundError: a ``path`` that does not exist.
+        ConfigError: no benchmark selected, an unknown name (listing the known ones), a non-positive limit.
+        BenchmarkError / BenchmarkFileNotFound / BenchmarkUnavailable: a file that is missing, empty, in another
+            schema or with bad golds, or no local copy and no reachable hub (all :class:`~hipo.errors.UserError`).
     """
-    if not benchmark_nodes:
-        raise ValueError("no benchmark selected: pass e.g. benchmark=[gsm8k,math500] (see conf/benchmark/)")
-    loaded = []
-    for key, node in benchmark_nodes.items():
-        loaded.append(
-            load_benchmark_data(
-                str(node.get("name") or key),
-                path=node.get("path"),
-                limit=limit if limit is not None else node.get("limit"),
-                seed=int(node.get("seed", 0)),
+    with config_errors("benchmark"):
+        if not benchmark_nodes:
+            raise ValueError("no benchmark selected: pass e.g. benchmark=[gsm8k,math500] (see conf/benchmark/)")
+        loaded = []
+        for key, node in benchmark_nodes.items():
+            loaded.append(
+                load_benchmark_data(
+                    str(node.get("name") or key),
+                    path=node.get("path"),
+                    limit=limit if limit is not None else node.get("limit"),
+                    seed=int(node.get("seed", 0)),
+                    root=node.get("root") or root,
+                )
             )
-        )
     return loaded
 
 
@@ -132,20 +151,52 @@ def _generator(cfg: DictConfig, model: Any) -> Any:
 
 
 # ---- commands -------------------------------------------------------------------------------------------------------
+def _judge_cell(bench: BenchmarkResult) -> str | None:
+    """``judge mean 7.42``, ``judge mean 7.42 (3/16 failed: <error>)`` or ``judge FAILED 16/16: <error>``."""
+    if not bench.judge_total:
+        return None
+    error = one_line(Exception(bench.judge_error or ""), limit=160).replace("|", "/")
+    counts = f"{bench.judge_failed}/{bench.judge_total}"
+    if bench.judge_failed_all:
+        return f"judge FAILED {counts}: {error}"
+    scores = [v for k, v in bench.judge.items() if k != "verbosity"]
+    mean = f"judge mean {sum(scores) / len(scores):.2f}" if scores else "judge"
+    return f"{mean} ({counts} failed: {error})" if bench.judge_failed else mean
+
+
 def format_results(result: EvaluationResult) -> str:
-    """A Markdown table: benchmark, items, accuracy (and pass/maj@k, judge mean when present), tokens/s."""
-    lines = ["| benchmark | items | accuracy | extra | tokens/s |", "|---|---:|---:|---|---:|"]
+    """A Markdown table: benchmark, items, accuracy, samples without an answer, extras (pass/maj@k, judge), tokens/s."""
+    lines = ["| benchmark | items | accuracy | no answer | extra | tokens/s |", "|---|---:|---:|---:|---|---:|"]
     for name, bench in result.benchmarks.items():
         extra = [f"pass@{k} {v:.3f}" for k, v in bench.pass_at_k.items()]
         extra += [f"maj@{k} {v:.3f}" for k, v in bench.maj_at_k.items()]
-        scores = [v for k, v in bench.judge.items() if k != "verbosity"]
-        if scores:
-            extra.append(f"judge mean {sum(scores) / len(scores):.2f} ({bench.judge_failed} failed)")
+        judge = _judge_cell(bench)
+        if judge:
+            extra.append(judge)
+        if bench.n_skipped:
+            extra.append(f"{bench.n_skipped} rows skipped (no gold)")
+        no_answer = f"{bench.no_answer}/{bench.n_samples}" if bench.n_samples else str(bench.no_answer)
         lines.append(
-            f"| {name} | {bench.n_items} | {bench.accuracy:.3f} | {', '.join(extra) or '-'} | "
+            f"| {name} | {bench.n_items} | {bench.accuracy:.3f} | {no_answer} | {', '.join(extra) or '-'} | "
             f"{bench.tokens_per_second:.1f} |"
         )
     return "\n".join(lines)
+
+
+def check_judge(result: EvaluationResult, judge_cfg: DictConfig) -> None:
+    """Raises :class:`JudgeFailed` when every judgment of some benchmark failed, unless ``allow_failures``."""
+    failed = judge_failed_everywhere(result)
+    if not failed:
+        return
+    what = "; ".join(f"{b.name} {b.judge_failed}/{b.judge_total} ({b.judge_error})" for b in failed)
+    if judge_cfg.get("allow_failures", False):
+        log.warning("the judge failed on every item (allowed by evaluate.judge.allow_failures): %s", what)
+        return
+    raise JudgeFailed(
+        f"the judge failed on every item: {what}; no judge scores were recorded",
+        hint="check evaluate.judge.client (base_url, model, the API key variable), or pass "
+        "evaluate.judge.allow_failures=true to accept results without judge scores",
+    )
 
 
 def run_evaluation(
@@ -169,7 +220,8 @@ def run_evaluation(
 def evaluate_command(cfg: DictConfig) -> dict[str, Any]:
     """`hipo eval`: benchmarks are loaded first (bad names/files fail before any model or run), then one run."""
     started = time.perf_counter()
-    benchmarks = load_benchmarks(cfg.benchmark, cfg.limit if cfg.limit is not None else cfg.evaluate.limit)
+    limit = cfg.limit if cfg.limit is not None else cfg.evaluate.limit
+    benchmarks = load_benchmarks(cfg.benchmark, limit, root=cfg.evaluate.get("benchmark_root"))
     model, tokenizer, description = load_for_eval(cfg)
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     method = str(cfg.label or ("checkpoint" if cfg.checkpoint else "base"))
@@ -184,6 +236,7 @@ def evaluate_command(cfg: DictConfig) -> dict[str, Any]:
     }
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
+    resolved = redact_secrets(resolved)
     with tracked_run(
         tracking_uri=cfg.logger.tracking_uri,
         experiment_name=cfg.logger.experiment_name,
@@ -199,6 +252,7 @@ def evaluate_command(cfg: DictConfig) -> dict[str, Any]:
         table = format_results(result)
         print(table)
         print(f"MLflow run id: {run_id}  (experiment {cfg.logger.experiment_name!r}, store {cfg.logger.tracking_uri})")
+        check_judge(result, cfg.evaluate.judge)  # after the table: the run is marked FAILED, the results stay
     return {"run_id": run_id, "metrics": result.metrics()}
 
 
@@ -210,4 +264,6 @@ def evaluate_after_training(
     with mlflow.start_run(run_id=run_id):
         result = run_evaluation(cfg, policy, tokenizer, benchmarks, step=step)
     print(format_results(result))
+    for bench in judge_failed_everywhere(result):  # the trained model is saved: reported, not fatal
+        log.error("%s: the judge failed on every item (%s); no judge scores", bench.name, bench.judge_error)
     return result

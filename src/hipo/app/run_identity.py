@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig
 
 from hipo.app.builders import method_label
+from hipo.config.secrets import redact_overrides
 from hipo.tracking.run import git_commit
 
 
@@ -60,7 +61,7 @@ def run_identity(cfg: DictConfig) -> RunIdentity:
         "hipo.data": str(cfg.data.name),
         "hipo.seed": str(cfg.seed),
         "hipo.git_commit": git_commit(),
-        "hipo.overrides": " ".join(overrides),
+        "hipo.overrides": " ".join(redact_overrides(overrides)),
         **({"hipo.experiment": str(cfg.experiment)} if cfg.get("experiment") else {}),
         **{str(k): str(v) for k, v in cfg.logger.tags.items()},
     }

@@ -35,6 +35,7 @@ from hipo.app.quiet import quiet_third_party
 from hipo.app.run_identity import RunIdentity, run_identity
 from hipo.app.summary import format_held_out_table
 from hipo.app.train_setup import TrainingJob, prepare_job
+from hipo.config.secrets import redact_secrets
 from hipo.distributed.launcher import WorkerGroup
 from hipo.distributed.processes import (
     ProcessInfo,
@@ -111,10 +112,10 @@ def _prepare_or_record(cfg: DictConfig, identity: RunIdentity, process: ProcessI
 
 
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
-    """The config with every interpolation resolved, as plain Python (what MLflow records)."""
+    """The config with every interpolation resolved, as plain Python (what MLflow records; secrets redacted)."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
-    return {str(k): v for k, v in resolved.items()}
+    return {str(k): v for k, v in redact_secrets(resolved).items()}
 
 
 def _resolved_or_none(cfg: DictConfig) -> dict[str, Any] | None:

@@ -55,6 +55,7 @@ def prepare_job(cfg: DictConfig) -> TrainingJob:
     Raises:
         ConfigError: a config value that cannot work, naming the key.
         DataError: malformed or unusable data, naming the file, line and field.
+        BenchmarkError: (``evaluate.enabled``) a benchmark file that is empty, in another schema or has bad golds.
     """
     resume = effective_resume(cfg)
     devices_per_node = validate_run_config(cfg, resume)
@@ -62,12 +63,11 @@ def prepare_job(cfg: DictConfig) -> TrainingJob:
     with config_errors("loss"):
         loss = instantiate_component(cfg.loss)
     benchmarks = None
-    if cfg.evaluate.enabled:  # unknown benchmark names / missing files fail here, before any training
+    if cfg.evaluate.enabled:  # every benchmark file is read and checked here, before any model or run
         from hipo.app.evaluate import load_benchmarks
 
-        with config_errors("benchmark"):
-            benchmarks = load_benchmarks(cfg.benchmark, cfg.evaluate.limit)
-    tokenizer = _load_tokenizer(cfg.model)
+        benchmarks = load_benchmarks(cfg.benchmark, cfg.evaluate.limit, root=cfg.evaluate.get("benchmark_root"))
+    tokenizer = load_job_tokenizer(cfg.model)
     with config_errors("data"):  # the options of the data module itself (batch sizes, truncation policy)
         datamodule = build_datamodule(cfg, tokenizer, paired=bool(loss.paired))
     datamodule.setup("fit")  # bad rows raise DataError here
@@ -75,7 +75,7 @@ def prepare_job(cfg: DictConfig) -> TrainingJob:
     return TrainingJob(loss, datamodule, benchmarks, output_dir, resume, checkpoint, devices_per_node)
 
 
-def _load_tokenizer(model_cfg: DictConfig) -> Any:
+def load_job_tokenizer(model_cfg: DictConfig) -> Any:
     """The model's tokenizer alone (the weights load in phase 3)."""
     from hipo.models.loading import load_tokenizer
 

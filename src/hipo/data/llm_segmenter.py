@@ -4,20 +4,22 @@
 segment and validates it: every segment present and non-empty, and, when the original answer states a final
 answer (``\\boxed{}``, ``####``, "the answer is …"), the Ra part must state an equivalent one (so a rewrite cannot
 silently change or fix the result: a dispreferred answer keeps its wrong result). A decomposition that fails after
-the client's retries returns None and is counted.
+the client's retries returns None and is counted. ``decompose_all`` runs many at once over a
+:class:`~hipo.llm.pool.RequestPool` (bounded concurrency, progress bar, done / failed / cached / tokens counts).
 
-``LLMSegmenter`` plugs this into the data pipeline: the response text is ``separator.join(parts)`` in the configured
-segment order, and each span is computed from that joined string, so text and spans cannot drift apart. A failed
-decomposition raises ``SegmentationError`` (the pipeline's ``on_failure`` policy then skips and counts the pair).
+``LLMSegmenter`` plugs this into the data pipeline: its ``prepare(rows)`` hook decomposes every response of the
+dataset concurrently before ``segment_rows`` reads the results back one row at a time. The response text is
+``separator.join(parts)`` in the configured segment order, and each span is computed from that joined string, so
+text and spans cannot drift apart. A failed decomposition raises ``SegmentationError`` (the pipeline's
+``on_failure`` policy then skips and counts the pair, keeps it whole, or stops).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from hipo.data.errors import RowLocation, SegmentationError
@@ -25,7 +27,8 @@ from hipo.data.schema import DEFAULT_SEGMENTS, SegmentedResponse, Span
 from hipo.data.segmenters.base import SIDES, Segmenter, require_text
 from hipo.eval.extraction import extract_answer
 from hipo.eval.grading import answers_match
-from hipo.llm.client import ChatClient, InvalidReply, LLMError
+from hipo.llm.client import ChatClient, ChatResult, InvalidReply, LLMError
+from hipo.llm.pool import PoolStats, RequestPool
 
 log = logging.getLogger(__name__)
 
@@ -45,40 +48,38 @@ SYSTEM_PROMPT_TEMPLATE = (
 )
 
 
-@dataclass
-class DecompositionStats:
-    """Counts of one decomposer: calls, successes, and failures by cause (request vs validation)."""
-
-    calls: int = 0
-    succeeded: int = 0
-    failed_request: int = 0
-    failed_validation: int = 0
-
-    @property
-    def failed(self) -> int:
-        """All failed decompositions."""
-        return self.failed_request + self.failed_validation
-
-
 class LLMDecomposer:
     """Decomposes answers into named segments with an LLM (JSON reply, validated, cached by the client).
 
     Args:
-        client: the chat client (model, retries, its own ``cache_dir``).
+        client: the chat client (model, retries, rate limit, its own reply ``cache_dir``).
         segments: ordered segment names; descriptions exist for Rq, Mt and Ra, other names get a generic one.
         check_final_answer: require Ra's final answer to match the original's when the original states one.
+        concurrency: the most requests in flight in :meth:`decompose_all`.
+        progress: show a progress bar in :meth:`decompose_all`.
+
+    Attributes:
+        stats: counts over every decomposition so far (done / failed by kind / cached / tokens).
     """
 
     def __init__(
-        self, client: ChatClient, segments: Sequence[str] = DEFAULT_SEGMENTS, check_final_answer: bool = True
+        self,
+        client: ChatClient,
+        segments: Sequence[str] = DEFAULT_SEGMENTS,
+        check_final_answer: bool = True,
+        concurrency: int = 16,
+        progress: bool = True,
     ) -> None:
         self.client = client
         self.segments = tuple(segments)
         if not self.segments or len(set(self.segments)) != len(self.segments):
             raise ValueError(f"segments must be non-empty and distinct, got {list(segments)}")
+        if concurrency <= 0:
+            raise ValueError(f"concurrency must be positive, got {concurrency}")
         self.check_final_answer = check_final_answer
-        self.stats = DecompositionStats()
-        self._lock = threading.Lock()
+        self.concurrency = concurrency
+        self.progress = progress
+        self.stats = PoolStats()
         self._memo: dict[tuple[str, str], dict[str, str] | None] = {}
 
     def system_prompt(self) -> str:
@@ -110,44 +111,55 @@ class LLMDecomposer:
         if self.check_final_answer:
             original = extract_answer(answer, last_number_fallback=False)
             if original is not None:
-                stated = extract_answer(parts[self.segments[-1]])
+                stated = extract_answer(parts[self.segments[-1]], last_number_fallback=True)
                 if stated is None or not answers_match(stated, original):
                     raise InvalidReply(f"final answer changed: original {original!r}, rewritten {stated!r}")
         return parts
 
+    def _request(self, item: tuple[str, str]) -> ChatResult[dict[str, str]]:
+        """One decomposition from the cache or the server; raises ``LLMError``."""
+        question, answer = item
+        messages = self.messages(question, answer)
+        return self.client.complete_json(messages, lambda reply: self.validate(reply, answer), namespace="decompose")
+
+    def _remember(self, item: tuple[str, str], outcome: ChatResult[dict[str, str]] | BaseException) -> None:
+        """Memoizes an outcome (a failure as None) so that ``decompose`` asks no second time."""
+        if isinstance(outcome, BaseException):
+            log.warning("decomposition failed (%s): %s", getattr(outcome, "kind", "error"), outcome)
+            self._memo[item] = None
+        else:
+            self._memo[item] = outcome.value
+
     def decompose(self, question: str, answer: str) -> dict[str, str] | None:
         """``{segment: text}`` in segment order, or None when the decomposition failed (counted in ``stats``)."""
-        key = (question, answer)
-        with self._lock:
-            if key in self._memo:
-                return self._memo[key]
-            self.stats.calls += 1
-        result: dict[str, str] | None = None
-        try:
-            result = self.client.chat_json(
-                self.messages(question, answer), lambda reply: self.validate(reply, answer), namespace="decompose"
-            )
-        except LLMError as error:
-            log.warning("decomposition failed (%s): %s", error.kind, error)
-            with self._lock:
-                if error.kind == "invalid":
-                    self.stats.failed_validation += 1
-                else:
-                    self.stats.failed_request += 1
-        else:
-            with self._lock:
-                self.stats.succeeded += 1
-        with self._lock:
-            self._memo[key] = result
-        return result
+        item = (question, answer)
+        if item not in self._memo:
+            try:
+                outcome: ChatResult[dict[str, str]] | BaseException = self._request(item)
+            except LLMError as error:
+                outcome = error
+            self.stats.record(outcome)
+            self._remember(item, outcome)
+        return self._memo[item]
 
-    def decompose_many(self, pairs: Iterable[tuple[str, str]], concurrency: int = 8) -> list[dict[str, str] | None]:
-        """``decompose`` over (question, answer) pairs with at most ``concurrency`` requests in flight."""
-        items = list(pairs)
-        if not items:
-            return []
-        with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(items)))) as pool:
-            return list(pool.map(lambda pair: self.decompose(*pair), items))
+    def decompose_all(self, items: Iterable[tuple[str, str]]) -> PoolStats:
+        """Decomposes every new (question, answer), ``concurrency`` at a time, for ``decompose`` to read back.
+
+        Each reply is written to the client's reply cache as it arrives, so an interrupted call loses nothing that
+        had finished. Logs one summary line.
+
+        Returns:
+            The counts of this call (also added to ``stats``).
+        """
+        todo = list(dict.fromkeys(item for item in items if item not in self._memo))
+        stats = PoolStats()
+        started = time.monotonic()
+        pool = RequestPool(self.concurrency, self.progress, "decompose", failures=(LLMError,))
+        for item, outcome in zip(todo, pool.run(self._request, todo, stats), strict=True):
+            self._remember(item, outcome)
+        self.stats.add(stats)
+        log.info(stats.summary(f"decomposition of {len(todo)} responses", time.monotonic() - started))
+        return stats
 
 
 def join_parts(parts: Mapping[str, str], segments: Sequence[str], separator: str) -> SegmentedResponse:
@@ -200,7 +212,14 @@ class LLMSegmenter(Segmenter):
             "model": self.decomposer.client.model,
             "base_url": self.decomposer.client.base_url,
             "check_final_answer": self.decomposer.check_final_answer,
+            "request": self.request_fingerprint(),
         }
+
+    def request_fingerprint(self) -> str:
+        """A hash of what shapes the replies besides the model: instructions and sampling settings."""
+        client = self.decomposer.client
+        settings = [self.decomposer.system_prompt(), client.temperature, client.max_tokens, client.json_mode]
+        return hashlib.sha256(repr(settings).encode("utf-8")).hexdigest()[:16]
 
     def response_text(self, row: Mapping[str, Any], side: str, location: RowLocation) -> str:
         return require_text(row, self.fields[side], location)
@@ -212,10 +231,22 @@ class LLMSegmenter(Segmenter):
             raise SegmentationError("the LLM decomposition failed or did not validate", location, self.fields[side])
         return join_parts(parts, self.segments, self.separator)
 
-    def prefetch(self, rows: Iterable[tuple[RowLocation, Mapping[str, Any]]], concurrency: int = 8) -> None:
-        """Decomposes every response of ``rows`` in parallel ahead of ``segment_rows`` (results are memoized)."""
-        pairs: list[tuple[str, str]] = []
+    def prepare(self, rows: Sequence[tuple[RowLocation, Mapping[str, Any]]]) -> bool:
+        """Decomposes both responses of every row concurrently (see ``LLMDecomposer.decompose_all``).
+
+        Rows with an empty response are left out (``segment_rows`` skips them); a malformed row raises its
+        ``DataError`` here, before any request is sent.
+
+        Returns:
+            False when a request failed (network, server): the rows concerned fail now but a rerun may succeed, so
+            the caller should not cache the outcome. Replies that failed validation do not count.
+        """
+        items: list[tuple[str, str]] = []
         for location, row in rows:
+            texts = [self.response_text(row, side, location) for side in SIDES]
+            if any(not text.strip() for text in texts):
+                continue
             question = self.prompt(row, location)
-            pairs.extend((question, self.response_text(row, side, location)) for side in SIDES)
-        self.decomposer.decompose_many(pairs, concurrency=concurrency)
+            items.extend((question, text) for text in texts)
+        stats = self.decomposer.decompose_all(items)
+        return stats.failed == stats.failures["invalid"]

@@ -67,6 +67,10 @@ def prepare_data(
 ) -> PreparedData:
     """Segments and tokenizes ``source`` (and ``val_source``, else a ``val_fraction`` split by prompt), cached.
 
+    All rows are first handed to ``segmenter.prepare`` (the ``llm`` segmenter decomposes every response there,
+    concurrently); the result is cached under a key of the source, segmenter, tokenizer and options, unless
+    ``prepare`` reports a failure that a rerun may not meet.
+
     Raises:
         DataError: malformed rows, missing fields, or (``on_failure=error``) segmentation failures, all naming
             the file, line and field; raised before anything is written to the cache.
@@ -90,9 +94,12 @@ def prepare_data(
         return PreparedData(train, val, val_pairs, stats, key, from_cache=True)
 
     stats = DataStats()
-    pairs = list(segment_rows(source.rows(), segmenter, stats))
+    rows = list(source.rows())
+    val_rows = list(val_source.rows()) if val_source is not None else []
+    final = segmenter.prepare(rows + val_rows)
+    pairs = list(segment_rows(rows, segmenter, stats))
     if val_source is not None:
-        train_text, val_text = pairs, list(segment_rows(val_source.rows(), segmenter, stats))
+        train_text, val_text = pairs, list(segment_rows(val_rows, segmenter, stats))
     else:
         train_text, val_text = split_by_prompt(pairs, val_fraction, seed)
     if max_val_pairs is not None:
@@ -108,7 +115,12 @@ def prepare_data(
             hint="the skipped counts say why: segmentation failures (segmenter.on_failure), empty responses, or "
             "pairs longer than data.max_length under data.truncation=drop_pair",
         )
-    if use_cache:
+    if use_cache and final:
         save_prepared(path, train, val, val_pairs, stats, description)
         log.info("prepared data written to the cache %s", path)
+    elif use_cache:
+        log.warning(
+            "prepared data NOT cached: some segmentation requests failed (network or server); run again to retry "
+            "them (finished replies are cached and not requested again)"
+        )
     return PreparedData(train, val, val_pairs, stats, key, from_cache=False)

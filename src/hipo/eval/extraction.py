@@ -6,12 +6,20 @@ The order of preference (first rule that finds something wins):
    or ``\\boxed 5`` without braces;
 2. the last ``#### <answer>`` line (GSM8K's reference style);
 3. the last "the (final) answer is …" / "Final Answer: …" / "Answer: …" phrase, up to the end of its sentence;
-4. optionally, the last number in the text (a fallback for models that never state an answer explicitly).
+4. only when asked (``last_number_fallback=True``, for benchmarks whose answers are bare numbers) and only when the
+   text holds no final-answer marker at all (no box, not even a truncated one, no ``####``, no answer phrase): the
+   last number that is not a label (``Step 3``, ``Case 2``, a ``3.`` list marker). A text whose last line is a
+   bare ``Step 3`` heading was cut off mid-solution and has no answer.
+
+Anything else is "no answer" (None): the grader counts it as such and never guesses.
 """
 
 from __future__ import annotations
 
 import re
+
+ANSWER_FORMATS = ("numeric", "expression")
+"""``numeric``: the gold is a bare number (GSM8K, AIME); ``expression``: LaTeX, sets, intervals, text (MATH)."""
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 _HASH_ANSWER = re.compile(r"####\s*([^\n]+)")
@@ -20,7 +28,18 @@ _ANSWER_PHRASE = re.compile(
     re.IGNORECASE,
 )
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+)?|-?\.\d+")
+# the fallback reads a LaTeX fraction or a power as one value ("\frac{1}{2}" is 1/2, not 2; "2^{10}" is not 10)
+_VALUE = re.compile(
+    r"-?\\[dt]?frac\s*(?:\{\s*-?\d+(?:\.\d+)?\s*\}\s*\{\s*\d+(?:\.\d+)?\s*\}|\d\d)"
+    r"|-?\d+(?:\.\d+)?\s*\^\s*(?:\{\s*-?\d+\s*\}|\d)"
+    rf"|{_NUMBER.pattern}"
+)
 _LEADING_NUMBER_WITH_WORDS = re.compile(r"^(-?\\?\$?\s*(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?%?)\s+[A-Za-z][A-Za-z\s]*$")
+_LABEL_WORDS = r"step|part|case|question|problem|method|approach|option|solution|example|equation|eq\."
+# a number that names a step or item rather than stating a quantity: "Step 3", "Case 2:", a "3." / "(3)" list marker
+_LABEL_BEFORE = re.compile(rf"(?:\b(?:{_LABEL_WORDS})\s*#?\s*|^\s*\(?)$", re.IGNORECASE)
+_LIST_MARKER_AFTER = re.compile(r"^(?:[.)]\s|\)|[.)]?\s*$)")
+_TRAILING_LABEL = re.compile(rf"^[\s*#>-]*(?:{_LABEL_WORDS})\s*#?\s*\d+[\s*:.)]*$", re.IGNORECASE)
 
 
 def _matching_brace(text: str, open_index: int) -> int | None:
@@ -71,6 +90,11 @@ def last_boxed(text: str) -> str | None:
     return contents[-1].strip() if contents else None
 
 
+def has_answer_marker(text: str) -> bool:
+    """Whether ``text`` states (or starts stating) a final answer: a box (even truncated), ``####``, "answer is"."""
+    return any(command in text for command in _BOX_COMMANDS) or "####" in text or bool(_ANSWER_PHRASE.search(text))
+
+
 def _clean_phrase(phrase: str) -> str:
     """Trims an answer phrase: math delimiters, bold markers, a trailing period, and words after a number."""
     phrase = phrase.strip()
@@ -91,12 +115,38 @@ def _clean_phrase(phrase: str) -> str:
     return phrase
 
 
-def extract_answer(text: str, last_number_fallback: bool = True) -> str | None:
+def _is_label(text: str, match: re.Match[str]) -> bool:
+    """Whether the number ``match`` names a step or list item ("Step 3", "Case 2", a "3." line marker)."""
+    line_start = text.rfind("\n", 0, match.start()) + 1
+    before = text[line_start : match.start()]
+    if not _LABEL_BEFORE.search(before):
+        return False
+    if before.strip(" (") == "":  # at the start of a line: a label only when a list marker follows ("3. ", "3)")
+        return bool(_LIST_MARKER_AFTER.match(text[match.end() :]))
+    return True
+
+
+def last_number(text: str) -> str | None:
+    """The last number of ``text`` that is not a label; None when there is none or the text ends on a label.
+
+    A LaTeX fraction (``\\frac{1}{2}``) or a power (``2^{10}``) counts as one number.
+    """
+    lines = [line for line in text.splitlines() if line.strip()]
+    if lines and _TRAILING_LABEL.match(lines[-1]):
+        return None  # "…\nStep 3": cut off before the next step, no answer stated
+    for match in reversed(list(_VALUE.finditer(text))):
+        if not _is_label(text, match):
+            return match.group(0).replace(" ", "")
+    return None
+
+
+def extract_answer(text: str, last_number_fallback: bool = False) -> str | None:
     """The final answer stated in a generation, as a string (LaTeX kept), or None when there is none.
 
     Args:
         text: the full generated text (reasoning and answer).
-        last_number_fallback: when no explicit answer is found, return the last number in the text.
+        last_number_fallback: for bare-number answer formats (GSM8K, AIME): when the text holds no final-answer
+            marker at all, return its last number (see the module docstring). Never use it for LaTeX answers.
 
     Returns:
         The answer string, e.g. ``"\\frac{1}{2}"`` from ``"… so \\boxed{\\frac{1}{2}}."``; None if nothing was found.
@@ -116,8 +166,21 @@ def extract_answer(text: str, last_number_fallback: bool = True) -> str | None:
         cleaned = _clean_phrase(phrases[-1])
         if cleaned:
             return cleaned
-    if last_number_fallback:
-        numbers = _NUMBER.findall(text)
-        if numbers:
-            return numbers[-1].replace(" ", "")
+    if last_number_fallback and not has_answer_marker(text):
+        return last_number(text)
     return None
+
+
+def check_answer_format(answer_format: str) -> str:
+    """``answer_format`` itself when it is one of ``ANSWER_FORMATS``; else ``ValueError`` listing them."""
+    if answer_format not in ANSWER_FORMATS:
+        raise ValueError(f"answer format must be one of {', '.join(ANSWER_FORMATS)}, got {answer_format!r}")
+    return answer_format
+
+
+def extract_final_answer(text: str, answer_format: str) -> str | None:
+    """The final answer of a generation for a benchmark whose golds have ``answer_format`` (see ``extract_answer``).
+
+    Only ``numeric`` benchmarks fall back to the last number, and only when no final-answer marker is present.
+    """
+    return extract_answer(text, last_number_fallback=check_answer_format(answer_format) == "numeric")

@@ -1,6 +1,9 @@
 """The grader: final-answer extraction, then equivalence with ``math-verify`` (numbers, LaTeX, intervals, sets).
 
-``is_equivalent(generation, gold)`` is the public entry point. Comparison runs in three steps:
+``is_equivalent(generation, gold, answer_format)`` is the public entry point: ``extract_final_answer`` finds the
+stated answer (a generation without one is "no answer" and never matches), then ``answers_match`` compares. An
+answer stated as an equation (``S = \\frac{1}{2}``, ``x = 5``) is compared on its right-hand side unless the gold
+is itself an equation. Comparison runs in three steps:
 
 1. a canonical string comparison (whitespace, ``$``, ``\\text{}``, ``\\left``/``\\right``, ``\\%``, ``^\\circ``,
    thousands separators removed; case-insensitive), which settles text answers and exact matches;
@@ -22,9 +25,26 @@ from typing import Any
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
-from hipo.eval.extraction import boxed_contents, extract_answer, last_boxed
+from hipo.eval.extraction import (
+    ANSWER_FORMATS,
+    boxed_contents,
+    check_answer_format,
+    extract_answer,
+    extract_final_answer,
+    last_boxed,
+)
 
-__all__ = ["answers_match", "canonical_string", "extract_answer", "is_equivalent", "normalize_answer"]
+__all__ = [
+    "ANSWER_FORMATS",
+    "answers_match",
+    "canonical_string",
+    "equation_value",
+    "extract_answer",
+    "extract_final_answer",
+    "gold_problem",
+    "is_equivalent",
+    "normalize_answer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +55,11 @@ _SET_BUILDER = re.compile(r"^\\\{\s*[a-zA-Z]\s*(?:\||\\mid)\s*(.+?)\s*\\\}$")
 _CHOICE = re.compile(r"^\(?([A-K])\)?(?:[\s.:].*)?$")
 _NUMERIC_IN_TEXT = re.compile(r"\\(?:text|textbf|mathbf|mathrm)\s*\{\s*\(?\s*(-?[\d.,]+)\s*\)?\s*\}")
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mbox|operatorname)\s*\{([^{}]*)\}")
+_EQUALS = re.compile(r"(?<![<>!=\\])=(?!=)")  # an equals sign, not part of <=, >=, !=, ==
+_NAME = r"(?:[A-Za-z]|\\[A-Za-z]+)(?:_\{?[\w\\]+\}?)?(?:\^\{?[\w\\]+\}?)?(?:\([A-Za-z]\))?"
+# "x =" at the start or after a list separator: "x = 5 or x = 9" -> "5 or 9"
+_NAMED_EQUALS = re.compile(rf"(^|[,;]|\bor\b|\band\b|\\text\{{\s*or\s*\}}|\\quad)\s*{_NAME}\s*(?<![<>!\\])=(?!=)")
+_BARE_NUMBER = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
 
 
 def normalize_answer(answer: str) -> str:
@@ -73,6 +98,20 @@ def canonical_string(answer: str) -> str:
     return text.rstrip(".")
 
 
+def equation_value(answer: str) -> str:
+    """The value an equation states: ``S = \\frac{1}{2}`` -> ``\\frac{1}{2}``; ``x = 2 + 3 = 5`` -> ``5``.
+
+    ``x = 5 or x = 9`` -> ``5 or 9`` (each ``name =`` after a list separator is dropped first); an answer without
+    an equals sign is returned unchanged.
+    """
+    text = normalize_answer(answer)
+    if not _EQUALS.search(text):
+        return answer
+    text = _NAMED_EQUALS.sub(lambda match: match.group(1), text).strip()
+    parts = _EQUALS.split(text)
+    return parts[-1].strip() if len(parts) > 1 else text
+
+
 def _choice_letter(answer: str) -> str | None:
     """The option letter of a multiple-choice answer such as ``C``, ``(C)`` or ``\\text{(C)} 12``; else None."""
     plain = _TEXT_WRAPPER.sub(r"\1", normalize_answer(answer)).strip()
@@ -101,6 +140,8 @@ def answers_match(predicted: str, gold: str) -> bool:
         predicted: the model's final answer, e.g. ``"0.5"`` (not the whole generation; see ``is_equivalent``).
         gold: the reference answer, e.g. ``"\\frac{1}{2}"``.
     """
+    if _EQUALS.search(predicted) and not _EQUALS.search(normalize_answer(gold)):
+        predicted = equation_value(predicted)  # "S = \frac{1}{2}" is graded on "\frac{1}{2}"
     gold_key, pred_key = canonical_string(gold), canonical_string(predicted)
     if not gold_key or not pred_key:
         return False
@@ -124,18 +165,54 @@ def answers_match(predicted: str, gold: str) -> bool:
         return False
 
 
-def is_equivalent(prediction_text: str, gold_answer: str) -> bool:
+def is_equivalent(prediction_text: str, gold_answer: str, answer_format: str = "expression") -> bool:
     """Whether a full generation's final answer equals ``gold_answer``.
 
     Args:
-        prediction_text: the whole generation; its final answer is found by ``extract_answer`` (last ``\\boxed{}``,
-            ``####``, "the answer is …", last number).
+        prediction_text: the whole generation; its final answer is found by ``extract_final_answer`` (last
+            ``\\boxed{}``, ``####``, "the answer is …"; the last number only for ``numeric`` answer formats).
         gold_answer: the reference answer (LaTeX or plain text).
+        answer_format: the benchmark's answer format (``numeric`` or ``expression``, see ``ANSWER_FORMATS``).
 
     Returns:
         True when an answer was found and it is equivalent to the gold answer.
     """
-    extracted = extract_answer(prediction_text)
+    extracted = extract_final_answer(prediction_text, answer_format)
     if extracted is None:
         return False
     return answers_match(extracted, gold_answer)
+
+
+def _braces_balanced(text: str) -> bool:
+    """Whether every unescaped ``{`` of ``text`` is closed, in order."""
+    depth, index = 0, 0
+    while index < len(text):
+        if text[index] == "\\":
+            index += 2
+            continue
+        depth += {"{": 1, "}": -1}.get(text[index], 0)
+        if depth < 0:
+            return False
+        index += 1
+    return depth == 0
+
+
+def gold_problem(gold: str, answer_format: str) -> str | None:
+    """Why ``gold`` cannot be graded as a final answer in ``answer_format``; None when it can.
+
+    A gold is refused when it holds a worked solution (a line break or ``####``), is empty once delimiters are
+    removed, has unbalanced braces, or -- for ``numeric`` benchmarks -- is not a bare number (``1,000``, ``-3``,
+    ``0.5``, ``\\$18``, ``\\textbf{(073)}`` are).
+    """
+    check_answer_format(answer_format)
+    if "\n" in gold.strip() or "####" in gold:
+        return "holds a worked solution, not a final answer"
+    if not _braces_balanced(gold):
+        return "has unbalanced braces"
+    if not canonical_string(gold):
+        return "is empty once math delimiters are removed"
+    if answer_format == "numeric":
+        bare = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", normalize_answer(gold).replace("\\$", "").replace("\\%", ""))
+        if not _BARE_NUMBER.fullmatch(bare.strip().rstrip("%")):
+            return "is not a bare number"
+    return None

@@ -2,8 +2,9 @@
 
 Blind by default: the prompt holds the problem, the reference answer (configurable) and the solution, never the
 method that produced it nor the grader's verdict. Replies are validated against the schema below; the client
-retries malformed ones. A judgment that still fails is recorded with ``ok=False`` and its error: it never stops
-an evaluation.
+asks again for malformed ones. A judgment that still fails is recorded with ``ok=False`` and its error: it never
+stops an evaluation. ``Judge.judge_many`` runs over a :class:`~hipo.llm.pool.RequestPool` (bounded concurrency,
+progress bar, done / failed / cached / tokens counts); the client's ``requests_per_minute`` caps the request rate.
 
 Reply schema (JSON object)::
 
@@ -14,12 +15,13 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from hipo.llm.client import ChatClient, InvalidReply
+from hipo.llm.client import ChatClient, ChatResult, InvalidReply
+from hipo.llm.pool import PoolStats, RequestPool
 
 log = logging.getLogger(__name__)
 
@@ -145,40 +147,64 @@ def validate_reply(reply: Any) -> Judgment:
 
 
 class Judge:
-    """Scores solutions with an LLM, in parallel, never raising for a single failed judgment.
+    """Scores solutions with an LLM, many at once, never raising for a single failed judgment.
 
     Args:
-        client: the chat client (model, retries, cache).
-        concurrency: at most this many requests in flight.
+        client: the chat client (model, retries, rate limit, reply cache).
+        concurrency: at most this many requests in flight in :meth:`judge_many`.
         blind: hide the method name and the grader's verdict (default True).
         include_reference: show the reference final answer to the judge.
+        progress: show a progress bar in :meth:`judge_many`.
+
+    Attributes:
+        stats: counts over every judgment so far (done / failed / cached / tokens).
     """
 
     def __init__(
-        self, client: ChatClient, concurrency: int = 8, blind: bool = True, include_reference: bool = True
+        self,
+        client: ChatClient,
+        concurrency: int = 16,
+        blind: bool = True,
+        include_reference: bool = True,
+        progress: bool = True,
     ) -> None:
-        if concurrency <= 0:
-            raise ValueError(f"judge concurrency must be positive, got {concurrency}")
         self.client = client
-        self.concurrency = concurrency
+        self.pool = RequestPool(concurrency, progress, "judge", failures=(Exception,))  # validates concurrency
         self.blind = blind
         self.include_reference = include_reference
+        self.stats = PoolStats()
+
+    def _request(self, request: JudgeRequest) -> ChatResult[Judgment]:
+        """One judgment from the cache or the server; raises on failure."""
+        messages = build_messages(request, blind=self.blind, include_reference=self.include_reference)
+        return self.client.complete_json(messages, validate_reply, namespace="judge")
 
     def judge(self, request: JudgeRequest) -> Judgment:
         """One judgment; any failure is returned as ``Judgment(ok=False, error=...)``."""
-        messages = build_messages(request, blind=self.blind, include_reference=self.include_reference)
         try:
-            return self.client.chat_json(messages, validate_reply, namespace="judge")
+            outcome: ChatResult[Judgment] | BaseException = self._request(request)
         except Exception as error:  # recorded, never raised: one bad judgment must not stop an evaluation
-            log.warning("judgment failed: %s", error)
-            return Judgment(ok=False, error=f"{type(error).__name__}: {error}")
+            outcome = error
+        self.stats.record(outcome)
+        return _judgment(outcome)
 
     def judge_many(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
-        """Judgments in request order, at most ``concurrency`` at a time."""
-        if not requests:
-            return []
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests))) as pool:
-            return list(pool.map(self.judge, requests))
+        """Judgments in request order, at most ``concurrency`` requests in flight; logs one summary line."""
+        stats = PoolStats()
+        started = time.monotonic()
+        judgments = [_judgment(outcome) for outcome in self.pool.run(self._request, list(requests), stats)]
+        self.stats.add(stats)
+        if requests:
+            log.info(stats.summary(f"judge ({len(requests)} solutions)", time.monotonic() - started))
+        return judgments
+
+
+def _judgment(outcome: ChatResult[Judgment] | BaseException) -> Judgment:
+    """The judgment of a result, or a failed one that records the exception."""
+    if isinstance(outcome, BaseException):
+        log.warning("judgment failed: %s", outcome)
+        return Judgment(ok=False, error=f"{type(outcome).__name__}: {outcome}")
+    return outcome.value
 
 
 def judge_means(judgments: Sequence[Judgment]) -> dict[str, float]:

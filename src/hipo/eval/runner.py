@@ -1,8 +1,11 @@
 """``evaluate``: the same prompts, generation and grading for every method; results to the active MLflow run.
 
 All benchmarks are loaded (and their files checked) before any generation starts. Per benchmark: accuracy (the
-mean correctness over all samples, i.e. pass@1), with ``n > 1`` samples also pass@k and maj@k, optional judge means
-per rubric dimension, and per-sample records (prompt, generation, extracted answer, gold, verdict, judge scores).
+mean correctness over all samples, i.e. pass@1), the count of samples with no extractable answer (``no_answer``:
+never matched, never guessed), with ``n > 1`` samples also pass@k and maj@k, optional judge means per rubric
+dimension with the count of failed judgments, and per-sample records (prompt, generation, extracted answer, gold,
+verdict, judge scores). A judgment that fails is recorded, not raised: the caller decides (``hipo eval`` fails when
+every judgment of a benchmark failed, see ``judge_failed_everywhere``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hipo.eval.benchmarks import BenchmarkData, BenchmarkSpec, load_benchmark_data
-from hipo.eval.extraction import extract_answer
+from hipo.eval.extraction import extract_final_answer
 from hipo.eval.generation import GenerationConfig, HFGenerator, TextGenerator
 from hipo.eval.grading import answers_match
 from hipo.eval.judge import Judge, JudgeRequest, judge_means
@@ -37,8 +40,11 @@ class BenchmarkResult:
         pass_at_k: unbiased pass@k for each reported k (only when n > 1).
         maj_at_k: majority-vote accuracy over the first k samples (only when n > 1).
         judge: mean judge score per rubric dimension (snake case) and ``verbosity``; {} without a judge.
-        judge_failed: judgments that failed (recorded, not raised).
+        judge_failed: judgments that failed (recorded, not raised), out of ``judge_total``; ``judge_error``: the
+            first failure's message.
         n_items: problems evaluated; n_skipped: rows skipped for lack of a gold answer.
+        no_answer: samples (over all items and samples) from which no final answer could be extracted.
+        n_samples: samples graded (items x samples per item).
         tokens_per_second: generation throughput.
         records: per-sample dicts (see ``evaluate``).
     """
@@ -52,7 +58,16 @@ class BenchmarkResult:
     maj_at_k: dict[int, float] = field(default_factory=dict)
     judge: dict[str, float] = field(default_factory=dict)
     judge_failed: int = 0
+    judge_total: int = 0
+    judge_error: str | None = None
+    no_answer: int = 0
+    n_samples: int = 0
     records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def judge_failed_all(self) -> bool:
+        """Whether a judge ran and every one of its judgments failed."""
+        return self.judge_total > 0 and self.judge_failed == self.judge_total
 
     def metrics(self) -> dict[str, float]:
         """MLflow metrics under ``eval/<benchmark>/`` (naming contract)."""
@@ -61,12 +76,13 @@ class BenchmarkResult:
             f"{prefix}/accuracy": self.accuracy,
             f"{prefix}/num_items": float(self.n_items),
             f"{prefix}/skipped_rows": float(self.n_skipped),
+            f"{prefix}/no_answer": float(self.no_answer),
             f"{prefix}/tokens_per_second": self.tokens_per_second,
         }
         out.update({f"{prefix}/pass_at_{k}": value for k, value in self.pass_at_k.items()})
         out.update({f"{prefix}/maj_at_{k}": value for k, value in self.maj_at_k.items()})
         out.update({f"{prefix}/judge/{key}": value for key, value in self.judge.items()})
-        if self.judge or self.judge_failed:
+        if self.judge_total:
             out[f"{prefix}/judge_failed"] = float(self.judge_failed)
         return out
 
@@ -91,9 +107,9 @@ def _resolve(benchmarks: Sequence[str | BenchmarkSpec | BenchmarkData]) -> list[
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise ValueError(f"benchmarks listed more than once: {duplicates}")
-    empty = [b.name for b in loaded if not b.items]
+    empty = [f"{b.name} ({b.source})" for b in loaded if not b.items]
     if empty:
-        raise ValueError(f"benchmarks with no gradable items: {empty}")
+        raise ValueError(f"benchmarks with no gradable items: {', '.join(empty)}")
     return loaded
 
 
@@ -104,11 +120,13 @@ def _score_benchmark(
     n = len(completions[0]) if completions else 1
     records: list[dict[str, Any]] = []
     correct_counts: list[int] = []
+    no_answer = 0
     maj_hits = {k: 0 for k in k_values(n)} if n > 1 else {}
     for item, prompt, samples in zip(data.items, prompts, completions, strict=True):
-        extracted = [extract_answer(text) for text in samples]
+        extracted = [extract_final_answer(text, data.answer_format) for text in samples]
         verdicts = [answer is not None and answers_match(answer, item.gold) for answer in extracted]
         correct_counts.append(sum(verdicts))
+        no_answer += sum(answer is None for answer in extracted)
         for k in maj_hits:
             winner, _ = majority_vote(extracted[:k], answers_match)
             maj_hits[k] += int(winner is not None and answers_match(winner, item.gold))
@@ -119,6 +137,7 @@ def _score_benchmark(
             "extracted": extracted[0],
             "gold": item.gold,
             "correct": verdicts[0],
+            "no_answer": extracted[0] is None,
         }
         if n > 1:
             record["samples"] = [
@@ -128,6 +147,8 @@ def _score_benchmark(
         records.append(record)
     items = len(data.items)
     result = BenchmarkResult(
+        no_answer=no_answer,
+        n_samples=items * n,
         name=data.name,
         accuracy=sum(correct_counts) / (items * n),
         n_items=items,
@@ -139,6 +160,35 @@ def _score_benchmark(
         result.pass_at_k = {k: sum(pass_at_k(n, c, k) for c in correct_counts) / items for k in k_values(n)}
         result.maj_at_k = {k: hits / items for k, hits in maj_hits.items()}
     return result
+
+
+def _judge_benchmark(judge: Judge, data: BenchmarkData, bench: BenchmarkResult) -> None:
+    """Judges the first sample of each item: scores into the records, means and failure counts into ``bench``."""
+    requests = [
+        JudgeRequest(item.question, record["generation"], item.gold, verdict=record["correct"])
+        for item, record in zip(data.items, bench.records, strict=True)
+    ]
+    judgments = judge.judge_many(requests)
+    for record, judgment in zip(bench.records, judgments, strict=True):
+        record["judge"] = judgment.as_record()
+    bench.judge = judge_means(judgments)
+    bench.judge_total = len(judgments)
+    failed = [j for j in judgments if not j.ok]
+    bench.judge_failed = len(failed)
+    bench.judge_error = (failed[0].error or "unknown error") if failed else None
+    if failed:
+        log.error(
+            "%s: the judge failed on %d of %d items (first error: %s)",
+            data.name,
+            len(failed),
+            len(judgments),
+            bench.judge_error,
+        )
+
+
+def judge_failed_everywhere(result: EvaluationResult) -> list[BenchmarkResult]:
+    """The benchmarks on which a judge ran and every judgment failed (no judge scores at all)."""
+    return [bench for bench in result.benchmarks.values() if bench.judge_failed_all]
 
 
 def _log_to_mlflow(result: EvaluationResult, step: int | None) -> None:
@@ -182,7 +232,7 @@ def evaluate(
 
     Returns:
         An ``EvaluationResult``; records are dicts with ``id``, ``prompt``, ``generation``, ``extracted``, ``gold``,
-        ``correct`` (first sample), ``samples`` (all samples, when n > 1) and ``judge`` (when judged).
+        ``correct``, ``no_answer`` (first sample), ``samples`` (all samples, when n > 1) and ``judge`` (when judged).
     """
     config = generation_config or GenerationConfig()
     loaded = _resolve(benchmarks)
@@ -198,16 +248,14 @@ def evaluate(
         output = generator.generate_texts(prompts, config)
         bench = _score_benchmark(data, prompts, output.completions, output.tokens_per_second)
         if judge is not None:
-            requests = [
-                JudgeRequest(item.question, record["generation"], item.gold, verdict=record["correct"])
-                for item, record in zip(data.items, bench.records, strict=True)
-            ]
-            judgments = judge.judge_many(requests)
-            for record, judgment in zip(bench.records, judgments, strict=True):
-                record["judge"] = judgment.as_record()
-            bench.judge = judge_means(judgments)
-            bench.judge_failed = sum(not j.ok for j in judgments)
-        log.info("%s: accuracy %.4f (%d items)", data.name, bench.accuracy, bench.n_items)
+            _judge_benchmark(judge, data, bench)
+        log.info(
+            "%s: accuracy %.4f (%d items, %d samples without an answer)",
+            data.name,
+            bench.accuracy,
+            bench.n_items,
+            bench.no_answer,
+        )
         results[data.name] = bench
     result = EvaluationResult(results, config.prompt_template, config.system_prompt)
     if samples_dir is not None:

@@ -1,6 +1,18 @@
-"""OpenAI-compatible LLM access (judge, ``llm`` segmenter): a stdlib HTTP client with retries and a reply cache."""
+"""OpenAI-compatible LLM access (judge, ``llm`` segmenter): the ``openai`` SDK, a reply cache, validation, a pool."""
 
 from hipo.llm.cache import JsonCache, request_key
-from hipo.llm.client import ChatClient, ClientStats, InvalidReply, LLMError, parse_json_reply
+from hipo.llm.client import ChatClient, ChatResult, InvalidReply, LLMError, parse_json_reply
+from hipo.llm.pool import PoolStats, RateLimiter, RequestPool
 
-__all__ = ["ChatClient", "ClientStats", "InvalidReply", "JsonCache", "LLMError", "parse_json_reply", "request_key"]
+__all__ = [
+    "ChatClient",
+    "ChatResult",
+    "InvalidReply",
+    "JsonCache",
+    "LLMError",
+    "PoolStats",
+    "RateLimiter",
+    "RequestPool",
+    "parse_json_reply",
+    "request_key",
+]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from hipo.config.secrets import REDACTED, is_secret_key
+
 MAX_PARAM_VALUE_CHARS = 6000
 
 
@@ -12,7 +14,7 @@ def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, str
     """Dotted keys to string values: ``{"loss": {"beta": 0.2}}`` -> ``{"loss.beta": "0.2"}``.
 
     Lists are kept as one value (``[0.25, 0.25, 0.2, 0.3]``) so a weight vector stays one comparable param.
-    Values longer than MLflow's limit are truncated with a marker.
+    Values longer than MLflow's limit are truncated with a marker; secret-named keys are redacted.
     """
     flat: dict[str, str] = {}
     for key, value in config.items():
@@ -20,7 +22,7 @@ def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, str
         if isinstance(value, Mapping):
             flat.update(flatten_config(value, prefix=f"{name}."))
             continue
-        text = str(value)
+        text = REDACTED if is_secret_key(name) and value is not None else str(value)
         if len(text) > MAX_PARAM_VALUE_CHARS:
             text = text[: MAX_PARAM_VALUE_CHARS - 14] + "...[truncated]"
         flat[name] = text

@@ -11,6 +11,9 @@ raises :class:`SegmentationError`; :func:`segment_rows` then applies the configu
 * ``error``: the error propagates (it names the file, line and field).
 
 Pairs with an empty (or whitespace-only) response are always skipped and counted as ``empty_response``.
+
+Before segmenting, callers hand all rows to :meth:`Segmenter.prepare` (a no-op here): the ``llm`` segmenter uses it
+to decompose every response concurrently rather than one request at a time.
 """
 
 from __future__ import annotations
@@ -106,6 +109,18 @@ class Segmenter(ABC):
     @abstractmethod
     def segment_response(self, row: Mapping[str, Any], side: str, location: RowLocation) -> SegmentedResponse:
         """The ``side`` response with its spans; raises :class:`SegmentationError` when they cannot be found."""
+
+    def prepare(self, rows: Sequence[tuple[RowLocation, Mapping[str, Any]]]) -> bool:
+        """Work to do over all rows at once before :func:`segment_rows` reads them one by one (default: none).
+
+        A segmenter that calls a remote model (``llm``) sends every request here, concurrently, and keeps the
+        results for ``segment_response``.
+
+        Returns:
+            Whether the outcome is final: False when some work failed for a reason a rerun may not meet (a network
+            or server error), so that the caller does not cache a result with those rows missing.
+        """
+        return True
 
     def config(self) -> dict[str, Any]:
         """The options that determine the output (hashed into the prepared-data cache fingerprint)."""
