@@ -130,12 +130,13 @@ def test_batched_generation_is_faster_per_token(smollm2_tokenizer) -> None:
     tiny = build_tiny_model(seed=0)
     prompts = [render_prompt(smollm2_tokenizer, f"Question number {i}: what is {i} + {i}?") for i in range(16)]
     generate_completions(tiny, smollm2_tokenizer, prompts[:2], GenerationConfig(max_new_tokens=2, progress=False))
-    batched = generate_completions(
-        tiny, smollm2_tokenizer, prompts, GenerationConfig(max_new_tokens=24, batch_size=8, progress=False)
-    )
-    single = generate_completions(
-        tiny, smollm2_tokenizer, prompts, GenerationConfig(max_new_tokens=24, batch_size=1, progress=False)
-    )
+    runs: dict[int, list] = {8: [], 1: []}
+    for _ in range(2):  # interleaved, best of two each: a busy machine slows one run, not the comparison
+        for batch_size, outputs in runs.items():
+            config = GenerationConfig(max_new_tokens=24, batch_size=batch_size, progress=False)
+            outputs.append(generate_completions(tiny, smollm2_tokenizer, prompts, config))
+    batched = max(runs[8], key=lambda output: output.tokens_per_second)
+    single = max(runs[1], key=lambda output: output.tokens_per_second)
     assert batched.new_tokens == single.new_tokens == 16 * 24
     ratio = batched.tokens_per_second / single.tokens_per_second
     print(

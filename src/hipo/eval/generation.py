@@ -1,9 +1,13 @@
-"""Batched generation with Hugging Face ``generate``: length-sorted batches, left padding, greedy by default.
+"""Generation for evaluation: ``GenerationConfig``, the ``TextGenerator`` protocol and the Hugging Face generator.
 
-Prompts are sorted by token length (longest first, so an out-of-memory error shows up in the first batch) and the
-outputs are put back in the original order. Works with plain ``PreTrainedModel``s and ``peft.PeftModel``s (LoRA
-adapters applied). The model's train/eval mode and the tokenizer's padding side are restored afterwards, so the
-function can run inside a training callback.
+``HFGenerator`` / ``generate_completions`` run the continuous-batching decode loop of ``hipo.eval.decode`` (a
+finished sequence leaves the batch at once and a waiting prompt takes its slot) instead of Hugging Face
+``generate`` (which keeps computing finished rows until the longest one of the batch ends). Prompts enter longest
+first (an out-of-memory error shows up at once; similar lengths share padding), the number of concurrent sequences
+comes from a memory budget unless ``batch_size`` fixes it, and the outputs are put back in prompt order. Works with
+plain ``PreTrainedModel``s and ``peft.PeftModel``s (LoRA adapters applied). The model's train/eval mode and the
+tokenizer's padding side are restored afterwards, so the function can run inside a training callback. The progress
+bar counts finished sequences and shows the tokens/s generated so far.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from tqdm.auto import tqdm
 
+from hipo.eval.decode import DecodeSettings, decode
+from hipo.eval.kv_cache import default_memory_budget, slots_for_budget
 from hipo.eval.prompts import DEFAULT_PROMPT_TEMPLATE, check_template
 
 
@@ -25,7 +31,11 @@ class GenerationConfig:
 
     Attributes:
         max_new_tokens: cap on generated tokens per completion.
-        batch_size: prompts per ``generate`` call (each expands to ``n`` sequences).
+        batch_size: prompts decoded at once (each runs ``n`` sequences); an explicit override of the memory-derived
+            size. ``None`` (the default): as many sequences as fit ``memory_gib``, at most ``max_batch_size``.
+        memory_gib: memory the running sequences may take (KV cache of prompt + ``max_new_tokens`` each, and one
+            step's logits). ``None``: half the free GPU memory, or a quarter of the free RAM (at most 4 GiB).
+        max_batch_size: the most sequences running at once when ``batch_size`` is ``None``.
         do_sample: False = greedy decoding (the default); True = sampling with ``temperature`` and ``top_p``.
         temperature: sampling temperature (> 0; used only when sampling).
         top_p: nucleus sampling mass in (0, 1] (used only when sampling).
@@ -37,7 +47,9 @@ class GenerationConfig:
     """
 
     max_new_tokens: int = 512
-    batch_size: int = 8
+    batch_size: int | None = None
+    memory_gib: float | None = None
+    max_batch_size: int = 32
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
@@ -50,8 +62,12 @@ class GenerationConfig:
     def __post_init__(self) -> None:
         if self.max_new_tokens <= 0:
             raise ValueError(f"generation.max_new_tokens must be positive, got {self.max_new_tokens}")
-        if self.batch_size <= 0:
-            raise ValueError(f"generation.batch_size must be positive, got {self.batch_size}")
+        if self.batch_size is not None and self.batch_size <= 0:
+            raise ValueError(f"generation.batch_size must be positive or null, got {self.batch_size}")
+        if self.memory_gib is not None and self.memory_gib <= 0:
+            raise ValueError(f"generation.memory_gib must be positive or null, got {self.memory_gib}")
+        if self.max_batch_size <= 0:
+            raise ValueError(f"generation.max_batch_size must be positive, got {self.max_batch_size}")
         if self.n <= 0:
             raise ValueError(f"generation.n must be positive, got {self.n}")
         if self.n > 1 and not self.do_sample:
@@ -87,19 +103,6 @@ class TextGenerator(Protocol):
         ...
 
 
-def _completion_lengths(new_ids: torch.Tensor, stop_ids: set[int]) -> list[int]:
-    """Per row of ``new_ids`` [R, T]: tokens up to and including the first stop token (T if none)."""
-    lengths = []
-    for row in new_ids.tolist():
-        length = len(row)
-        for position, token in enumerate(row):
-            if token in stop_ids:
-                length = position + 1
-                break
-        lengths.append(length)
-    return lengths
-
-
 def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
     """End-of-sequence ids of the model's generation config and the tokenizer."""
     ids: set[int] = set()
@@ -123,10 +126,50 @@ class HFGenerator:
         return generate_completions(self.model, self.tokenizer, prompts, config)
 
 
+def concurrent_sequences(model: Any, prompt_lengths: Sequence[int], config: GenerationConfig) -> int:
+    """Sequences decoded at once: ``batch_size × n`` if set, else what ``memory_gib`` holds (≥ ``n``).
+
+    Each sequence is budgeted for the longest prompt plus ``max_new_tokens`` cache columns (see
+    ``kv_cache.slots_for_budget``).
+    """
+    if config.batch_size is not None:
+        return config.batch_size * config.n
+    device = next(model.parameters()).device
+    budget = int(config.memory_gib * 2**30) if config.memory_gib is not None else default_memory_budget(device)
+    longest = max(prompt_lengths, default=0) + config.max_new_tokens
+    return max(config.n, slots_for_budget(model, longest, budget, config.max_batch_size))
+
+
+class _Progress:
+    """A tqdm bar over sequences (advanced as each one finishes) with the tokens/s generated so far."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.bar = tqdm(total=total, desc="generate", unit="seq", disable=not enabled)
+        self.started = time.perf_counter()
+        self.tokens = 0
+        self.steps = 0
+
+    def step(self, tokens: int) -> None:
+        """Counts the tokens of one forward; refreshes the rate every 16 forwards."""
+        self.tokens += tokens
+        self.steps += 1
+        if self.steps % 16 == 0:
+            self._postfix()
+
+    def finished(self, prompt: int, sample: int, tokens: list[int]) -> None:
+        """One more sequence done."""
+        self.bar.update(1)
+        self._postfix()
+
+    def _postfix(self) -> None:
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        self.bar.set_postfix(tok_s=f"{self.tokens / elapsed:.1f}", refresh=False)
+
+
 def generate_completions(
     model: Any, tokenizer: Any, prompts: Sequence[str], config: GenerationConfig
 ) -> GenerationOutput:
-    """Generates ``config.n`` completions for each rendered prompt, batched by similar length.
+    """Generates ``config.n`` completions for each rendered prompt with the continuous-batching decode loop.
 
     Args:
         model: a causal LM (``PreTrainedModel`` or ``PeftModel``).
@@ -135,62 +178,40 @@ def generate_completions(
         config: decoding settings.
 
     Returns:
-        A ``GenerationOutput`` with the decoded completions (special tokens removed) in prompt order.
+        A ``GenerationOutput`` with the decoded completions (special tokens removed) in prompt order, and per
+        completion its token count (up to and including its stop token).
     """
-    from transformers import GenerationConfig as HFGenerationConfig
-
     if not prompts:
         return GenerationOutput(completions=[], new_tokens=0, seconds=0.0)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if pad_id is None:
-        raise ValueError("the tokenizer has neither a pad token nor an eos token: cannot pad a batch")
-    stop_ids = _stop_ids(model, tokenizer)
-    hf_config = HFGenerationConfig(
+    prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    lengths = [len(ids) for ids in prompt_ids]
+    settings = DecodeSettings(
         max_new_tokens=config.max_new_tokens,
+        slots=concurrent_sequences(model, lengths, config),
+        stop_ids=frozenset(_stop_ids(model, tokenizer)),
+        pad_id=pad_id if pad_id is not None else 0,
         do_sample=config.do_sample,
-        temperature=config.temperature if config.do_sample else None,
-        top_p=config.top_p if config.do_sample else None,
-        top_k=None,
-        num_return_sequences=config.n,
-        pad_token_id=pad_id,
-        eos_token_id=sorted(stop_ids) or None,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        n=config.n,
+        seed=config.seed,
     )
-    lengths = [len(ids) for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
     order = sorted(range(len(prompts)), key=lambda index: -lengths[index])
-    device = next(model.parameters()).device
-    completions: list[list[str]] = [[] for _ in prompts]
-    token_counts: list[list[int]] = [[] for _ in prompts]
     was_training, padding_side = model.training, tokenizer.padding_side
     model.eval()
-    tokenizer.padding_side = "left"
-    total_tokens, started = 0, time.perf_counter()
-    bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not config.progress)
+    progress = _Progress(len(prompts) * config.n, config.progress)
+    started = time.perf_counter()
     try:
-        if config.do_sample:
-            torch.manual_seed(config.seed)
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            encoded = tokenizer(
-                [prompts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False
-            )
-            encoded = {key: value.to(device) for key, value in encoded.items()}
-            with torch.inference_mode():
-                output = model.generate(**encoded, generation_config=hf_config)
-            new_ids = output[:, encoded["input_ids"].shape[1] :].cpu()
-            counts = _completion_lengths(new_ids, stop_ids)
-            texts = tokenizer.batch_decode(new_ids, skip_special_tokens=True)
-            for row, (text, count) in enumerate(zip(texts, counts, strict=True)):
-                prompt_index = batch[row // config.n]
-                completions[prompt_index].append(text)
-                token_counts[prompt_index].append(count)
-            total_tokens += sum(counts)
-            bar.update(len(batch))
-            bar.set_postfix(tok_s=f"{total_tokens / max(time.perf_counter() - started, 1e-9):.1f}")
+        with torch.inference_mode():
+            ids = decode(model, prompt_ids, order, settings, on_finish=progress.finished, on_step=progress.step)
     finally:
-        bar.close()
+        progress.bar.close()
         tokenizer.padding_side = padding_side
         model.train(was_training)
     seconds = time.perf_counter() - started
+    completions = [tokenizer.batch_decode(samples, skip_special_tokens=True) for samples in ids]
+    token_counts = [[len(sample) for sample in samples] for samples in ids]
     return GenerationOutput(
-        completions=completions, new_tokens=total_tokens, seconds=seconds, token_counts=token_counts
+        completions=completions, new_tokens=sum(map(sum, token_counts)), seconds=seconds, token_counts=token_counts
     )

@@ -2,7 +2,10 @@
 
 Used only where ``import vllm`` succeeds. Prompts are passed as token ids (tokenized with
 ``add_special_tokens=False``) so that a chat template which already starts with a BOS token is not given a second
-one by vLLM's own tokenization. A LoRA adapter directory is applied through vLLM's ``LoRARequest``.
+one by vLLM's own tokenization. A LoRA adapter directory is applied through vLLM's ``LoRARequest``. vLLM batches
+continuously and sizes its KV cache from ``gpu_memory_utilization`` itself, so ``GenerationConfig.batch_size``,
+``memory_gib`` and ``max_batch_size`` (settings of the Hugging Face decode loop) do not apply here; the decoding
+settings (``max_new_tokens``, greedy or ``temperature``/``top_p`` sampling, ``n``, ``seed``) do.
 """
 
 from __future__ import annotations
