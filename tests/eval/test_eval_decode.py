@@ -15,25 +15,8 @@ import torch
 from hipo.eval.decode import DecodeSettings, choose_tokens, decode
 from hipo.eval.generation import GenerationConfig, concurrent_sequences, generate_completions
 from hipo.eval.prompts import render_prompt
-from hipo.models.tiny import build_tiny_model
 
 EOS = 2  # <|im_end|>, the tokenizer's eos and pad
-
-
-def spread_model() -> torch.nn.Module:
-    """The tiny model with larger random layer weights, so that greedy outputs differ from prompt to prompt."""
-    tiny = build_tiny_model(seed=0)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, parameter in tiny.named_parameters():
-            if "layers" in name and parameter.dim() == 2:
-                parameter.normal_(0.0, 0.3, generator=generator)
-    return tiny
-
-
-@pytest.fixture(scope="module")
-def model() -> torch.nn.Module:
-    return spread_model()
 
 
 def questions(count: int) -> list[str]:

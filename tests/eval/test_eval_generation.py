@@ -21,21 +21,6 @@ QUESTIONS = [
 
 
 @pytest.fixture(scope="module")
-def model() -> torch.nn.Module:
-    """The tiny model with larger random layer weights, so that greedy outputs differ from prompt to prompt.
-
-    (With the default small init and tied embeddings, every prompt greedily repeats its last token.)
-    """
-    tiny = build_tiny_model(seed=0)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, parameter in tiny.named_parameters():
-            if "layers" in name and parameter.dim() == 2:
-                parameter.normal_(0.0, 0.3, generator=generator)
-    return tiny
-
-
-@pytest.fixture(scope="module")
 def prompts(smollm2_tokenizer) -> list[str]:
     return [render_prompt(smollm2_tokenizer, q) for q in QUESTIONS]
 
