@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from hipo.app import builders
 from hipo.app import train as train_app
-from hipo.app.evaluate import load_for_eval
+from hipo.app.eval_model import load_for_eval
 from hipo.config.compose import compose_config
 from hipo.models.logprobs import sequence_segment_logps
 from hipo.models.lora import REFERENCE_ADAPTER, TRAINABLE_ADAPTER

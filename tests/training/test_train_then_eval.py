@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig
 
 from hipo.app import train as train_app
-from hipo.app.evaluate import load_for_eval
+from hipo.app.eval_model import load_for_eval
 from hipo.config.compose import compose_config
 from hipo.training.module import PreferenceModule
 

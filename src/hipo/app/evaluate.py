@@ -8,7 +8,6 @@ Every benchmark file is read and checked before any model loads or any MLflow ru
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -18,7 +17,8 @@ import mlflow
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from hipo.app.builders import build_policy, instantiate_component
+from hipo.app.builders import instantiate_component
+from hipo.app.eval_model import load_engine
 from hipo.config.secrets import redact_secrets
 from hipo.errors import UserError, config_errors, one_line
 from hipo.eval.benchmarks import BenchmarkData, load_benchmark_data
@@ -85,72 +85,6 @@ def build_judge(judge_cfg: DictConfig) -> Judge | None:
     )
 
 
-# ---- models to evaluate ---------------------------------------------------------------------------------------------
-def load_for_eval(cfg: DictConfig) -> tuple[Any, Any, str]:
-    """(model in eval mode, tokenizer, description) of a base model, a LoRA adapter or a training checkpoint.
-
-    ``checkpoint`` may be a `hipo train` output folder (``…/final``: an adapter or a full model, with ``hipo.json``
-    naming its base model) or a Lightning ``.ckpt`` (its tensors are loaded onto ``model=`` built as in training).
-    Without ``checkpoint``, ``model=`` is evaluated as configured (``model.adapter_path`` applies an adapter).
-    """
-    model_cfg = cfg.model.copy()
-    checkpoint = cfg.get("checkpoint")
-    description = str(model_cfg.name_or_path)
-    if checkpoint:
-        path = Path(str(checkpoint)).expanduser()
-        if not path.exists():
-            raise FileNotFoundError(f"checkpoint={checkpoint}: no such file or folder")
-        if path.is_dir():
-            meta = json.loads((path / "hipo.json").read_text()) if (path / "hipo.json").exists() else {}
-            if (path / "adapter_config.json").exists():
-                model_cfg.name_or_path = meta.get("base_model", model_cfg.name_or_path)
-                model_cfg.adapter_path = str(path)
-            elif (path / "config.json").exists():
-                model_cfg.name_or_path = str(path)
-                model_cfg.adapter_path = None
-            else:
-                raise FileNotFoundError(f"checkpoint={checkpoint}: neither adapter_config.json nor config.json inside")
-            model_cfg.lora.enabled = False
-            description = f"{model_cfg.name_or_path} + {path}" if model_cfg.adapter_path else str(path)
-    bundle = build_policy(model_cfg, with_reference=False)  # evaluation needs no reference (no frozen copy)
-    model = bundle.policy
-    if checkpoint and Path(str(checkpoint)).is_file():
-        _load_lightning_checkpoint(model, Path(str(checkpoint)))
-        description = f"{model_cfg.name_or_path} + {checkpoint}"
-    model.eval()
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    return model, bundle.tokenizer, description
-
-
-def _load_lightning_checkpoint(model: torch.nn.Module, path: Path) -> None:
-    """Loads the ``policy.*`` tensors of a PreferenceModule checkpoint (full, or trainable-only for LoRA)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-    policy_state = {k[len("policy.") :]: v for k, v in state.items() if k.startswith("policy.")}
-    if not policy_state:
-        raise ValueError(f"checkpoint={path}: no policy tensors in it (is it a `hipo train` checkpoint?)")
-    result = model.load_state_dict(policy_state, strict=False)
-    if result.unexpected_keys:
-        raise ValueError(
-            f"checkpoint={path}: {len(result.unexpected_keys)} tensors do not fit model={model.__class__.__name__} "
-            f"(e.g. {result.unexpected_keys[0]}); build the same model (and LoRA settings) as in training"
-        )
-
-
-def _generator(cfg: DictConfig, model: Any) -> Any:
-    """The model itself (transformers generate) or a vLLM engine with the same prompts and grading."""
-    if cfg.evaluate.engine == "hf":
-        return model
-    if cfg.evaluate.engine != "vllm":
-        raise ValueError(f"evaluate.engine must be hf or vllm, got {cfg.evaluate.engine!r}")
-    from hipo.eval.vllm_engine import VLLMGenerator
-    from hipo.models.loading import resolve_model_source
-
-    source, _ = resolve_model_source(str(cfg.model.name_or_path))
-    return VLLMGenerator(source, adapter_path=cfg.model.adapter_path, dtype=str(cfg.model.dtype))
-
-
-# ---- commands -------------------------------------------------------------------------------------------------------
 def _judge_cell(bench: BenchmarkResult) -> str | None:
     """``judge mean 7.42``, ``judge mean 7.42 (3/16 failed: <error>)`` or ``judge FAILED 16/16: <error>``."""
     if not bench.judge_total:
@@ -202,11 +136,11 @@ def check_judge(result: EvaluationResult, judge_cfg: DictConfig) -> None:
 def run_evaluation(
     cfg: DictConfig, model: Any, tokenizer: Any, benchmarks: list[BenchmarkData], step: int | None = None
 ) -> EvaluationResult:
-    """Generates, grades (and judges) every benchmark and logs into the active MLflow run."""
+    """Generates with ``model`` (a transformers model or a ``TextGenerator`` such as vLLM), grades, judges, logs."""
     samples_dir = cfg.evaluate.samples_dir or str(Path(cfg.output_dir) / "eval")
     with torch.no_grad():
         return evaluate(
-            _generator(cfg, model),
+            model,
             tokenizer,
             benchmarks,
             generation_config=generation_config(cfg.evaluate.generation),
@@ -222,7 +156,7 @@ def evaluate_command(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     limit = cfg.limit if cfg.limit is not None else cfg.evaluate.limit
     benchmarks = load_benchmarks(cfg.benchmark, limit, root=cfg.evaluate.get("benchmark_root"))
-    model, tokenizer, description = load_for_eval(cfg)
+    model, tokenizer, description = load_engine(cfg)
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     method = str(cfg.label or ("checkpoint" if cfg.checkpoint else "base"))
     tags = {

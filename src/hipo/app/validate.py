@@ -120,6 +120,16 @@ def validate_resume(cfg: DictConfig, resume: str | None) -> None:
         )
 
 
+def validate_evaluation(evaluate: DictConfig) -> None:
+    """End-of-training evaluation runs on the trained policy in memory: the transformers engine only."""
+    if evaluate.enabled and evaluate.engine != "hf":
+        raise ConfigError(
+            f"evaluate.engine={evaluate.engine}: the end-of-training evaluation generates with the policy in memory "
+            "(engine hf); for vLLM, evaluate the saved model afterwards: hipo eval checkpoint=<output_dir>/final "
+            "evaluate.engine=vllm"
+        )
+
+
 def validate_run_config(cfg: DictConfig, resume: str | None) -> int:
     """Every check above, in the order a user reads the config; returns the processes per node of the job."""
     segments = list(cfg.segments)
@@ -129,6 +139,7 @@ def validate_run_config(cfg: DictConfig, resume: str | None) -> int:
     validate_model(cfg.model)
     validate_data(cfg.data)
     validate_optim(cfg.optim)
+    validate_evaluation(cfg.evaluate)
     validate_resume(cfg, resume)
     return per_node
 
