@@ -34,12 +34,13 @@ class SlackLayer(DynamicLayer):
 
     def _holds(self, rows: int, columns: int) -> bool:
         """Whether ``keys`` still views the buffer from its first column and ``columns`` fit."""
-        buffer = self.key_buffer
+        buffer, keys = self.key_buffer, self.keys
         return (
             buffer is not None
-            and self.keys.numel() > 0
-            and self.keys.data_ptr() == buffer.data_ptr()
-            and buffer.shape[0] == rows == self.keys.shape[0]
+            and keys is not None
+            and keys.numel() > 0
+            and keys.data_ptr() == buffer.data_ptr()
+            and buffer.shape[0] == rows == keys.shape[0]
             and columns <= buffer.shape[2]
         )
 
@@ -49,15 +50,16 @@ class SlackLayer(DynamicLayer):
         """Appends ``key_states``/``value_states`` [R, H, Q, D]; returns all keys and values [R, H, T + Q, D]."""
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        held = self.keys.shape[2] if self.keys.numel() > 0 else 0
+        keys, values = _kv(self)
+        held = keys.shape[2] if keys.numel() > 0 else 0
         total = held + key_states.shape[2]
         if not self._holds(key_states.shape[0], total):
             shape = (key_states.shape[0], key_states.shape[1], total + SLACK_COLUMNS, key_states.shape[3])
             self.key_buffer = key_states.new_empty(shape)
             self.value_buffer = value_states.new_empty(shape[:3] + (value_states.shape[3],))
             if held:
-                self.key_buffer[:, :, :held] = self.keys
-                self.value_buffer[:, :, :held] = self.values
+                self.key_buffer[:, :, :held] = keys
+                self.value_buffer[:, :, :held] = values
         assert self.key_buffer is not None and self.value_buffer is not None
         self.key_buffer[:, :, held:total] = key_states
         self.value_buffer[:, :, held:total] = value_states
@@ -74,21 +76,31 @@ def new_cache() -> DynamicCache:
 
 def _layers(cache: DynamicCache) -> list[DynamicLayer]:
     """The initialized layers; raises for cache layouts the row operations do not understand."""
-    layers = [layer for layer in cache.layers if layer.is_initialized]
-    for layer in layers:
+    layers: list[DynamicLayer] = []
+    for layer in cache.layers:
         if type(layer) not in (DynamicLayer, SlackLayer):
             raise NotImplementedError(
                 f"the decode loop handles DynamicLayer caches only, got {type(layer).__name__}; "
                 "use evaluate.engine=vllm for this model"
             )
+        assert isinstance(layer, DynamicLayer)
+        if layer.is_initialized:
+            layers.append(layer)
     return layers
+
+
+def _kv(layer: DynamicLayer) -> tuple[torch.Tensor, torch.Tensor]:
+    """(keys, values) [R, H, T, D] of an initialized layer."""
+    assert layer.keys is not None and layer.values is not None, "an initialized cache layer holds tensors"
+    return layer.keys, layer.values
 
 
 def select_rows(cache: DynamicCache, rows: torch.Tensor) -> None:
     """Keeps (or repeats) the rows ``rows`` [R'] (long indices into the batch dimension), in place."""
     for layer in _layers(cache):
-        layer.keys = layer.keys.index_select(0, rows.to(layer.keys.device))
-        layer.values = layer.values.index_select(0, rows.to(layer.values.device))
+        keys, values = _kv(layer)
+        layer.keys = keys.index_select(0, rows.to(keys.device))
+        layer.values = values.index_select(0, rows.to(values.device))
 
 
 def _left_pad(tensor: torch.Tensor, columns: int) -> torch.Tensor:
@@ -109,15 +121,13 @@ def append_rows(cache: DynamicCache, other: DynamicCache) -> None:
     if len(mine) != len(theirs):
         raise ValueError(f"caches with different layer counts: {len(mine)} vs {len(theirs)}")
     for layer, extra in zip(mine, theirs, strict=True):
-        width = max(layer.keys.shape[2], extra.keys.shape[2])
+        (keys, values), (extra_keys, extra_values) = _kv(layer), _kv(extra)
+        width = max(keys.shape[2], extra_keys.shape[2])
         layer.keys = torch.cat(
-            [_left_pad(layer.keys, width - layer.keys.shape[2]), _left_pad(extra.keys, width - extra.keys.shape[2])]
+            [_left_pad(keys, width - keys.shape[2]), _left_pad(extra_keys, width - extra_keys.shape[2])]
         )
         layer.values = torch.cat(
-            [
-                _left_pad(layer.values, width - layer.values.shape[2]),
-                _left_pad(extra.values, width - extra.values.shape[2]),
-            ]
+            [_left_pad(values, width - values.shape[2]), _left_pad(extra_values, width - extra_values.shape[2])]
         )
 
 
@@ -126,14 +136,14 @@ def drop_leading_columns(cache: DynamicCache, columns: int) -> None:
     if columns <= 0:
         return
     for layer in _layers(cache):
-        layer.keys = layer.keys[:, :, columns:]
-        layer.values = layer.values[:, :, columns:]
+        keys, values = _kv(layer)
+        layer.keys, layer.values = keys[:, :, columns:], values[:, :, columns:]
 
 
 def cache_columns(cache: DynamicCache) -> int:
     """T, the number of cache columns (0 for an empty cache)."""
     layers = _layers(cache)
-    return int(layers[0].keys.shape[2]) if layers else 0
+    return int(_kv(layers[0])[0].shape[2]) if layers else 0
 
 
 # ---- memory ---------------------------------------------------------------------------------------------------------
