@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from hipo.app import evaluate as evaluate_app
+from hipo.app import eval_model
 from hipo.app.evaluate import evaluate_command
 from hipo.cli import main
 from hipo.config.compose import compose_config
@@ -99,7 +99,7 @@ def no_model_load(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a model was loaded before the benchmarks were checked")
 
-    monkeypatch.setattr(evaluate_app, "build_policy", refuse)
+    monkeypatch.setattr(eval_model, "build_policy", refuse)
 
 
 @pytest.fixture
