@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_INDEX) $(TORCH)
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,compare]"
 	$(PY) -c "from hipo.models.embedded import ensure_converted; print('embedded model:', ensure_converted())"
 	touch $(STAMP)
 
@@ -33,6 +33,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+## ruff check + ruff format --check (src, tests) + mypy (all of src/hipo); CI runs it before the tests.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests && $(VENV)/bin/ruff format --check src tests && $(VENV)/bin/mypy
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 
 from hipo.app.validate import validate_trainer
 from hipo.config.compose import compose_config
 
+CONF = Path(__file__).resolve().parents[2] / "conf"
 SCRIPTS = sorted((Path(__file__).resolve().parents[2] / "experiments" / "perf").glob("gpu*check.sh"))
 
 
@@ -25,3 +28,24 @@ def test_multi_process_trainer_configs_compose(trainer: str) -> None:
     if trainer == "ddp":  # the others need a GPU (and deepspeed) to validate; on CPU they are refused, by name
         cfg.trainer.accelerator = "cpu"
         assert validate_trainer(cfg.trainer) == 2
+
+
+def _bench_overrides(script: Path) -> list[list[str]]:
+    """The Hydra overrides of each `hipo.app.bench` command in ``script`` (those without shell variables)."""
+    text = script.read_text().replace("\\\n", " ")
+    commands = [line.split("hipo.app.bench", 1)[1] for line in text.splitlines() if "hipo.app.bench" in line]
+    return [[t for t in c.split() if re.match(r"^bench[./]\w[\w.\-/]*=[^$\"]+$", t)] for c in commands]
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_gpu_bench_commands_compose_and_their_variants_validate(script: Path) -> None:
+    from hipo.app.bench import to_bench_config
+    from hipo.bench.config import check_variant, register_bench_configs
+
+    register_bench_configs()
+    for overrides in _bench_overrides(script):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            bench = to_bench_config(compose("bench", overrides=overrides))
+        assert bench.device == "cuda" and bench.suite.variants, overrides
+        for name, variant in bench.suite.variants.items():
+            check_variant(name, variant)

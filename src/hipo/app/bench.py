@@ -16,6 +16,7 @@ from hipo.bench.report import compute_ratios, format_table, write_json
 from hipo.bench.runner import run_suite
 from hipo.bench.shapes import parameter_count
 from hipo.bench.variant import resolve_device
+from hipo.training.precision import CPU_BF16_FLAGS, cpu_flags, cpu_has_native_bf16, matmul_gflops
 
 
 def to_bench_config(cfg: DictConfig) -> BenchConfig:
@@ -37,6 +38,10 @@ def machine_description(device: torch.device) -> dict[str, Any]:
         "processor": platform.processor(),
         "torch": torch.__version__,
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "cpu_native_bf16": cpu_has_native_bf16(),
+        "cpu_bf16_flags": sorted(cpu_flags() & set(CPU_BF16_FLAGS)),
+        "cpu_avx512": any(flag.startswith("avx512") for flag in cpu_flags()),
+        "cpu_matmul_gflops": {dtype: matmul_gflops(dtype) for dtype in ("float32", "bfloat16")},
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
@@ -57,6 +62,12 @@ def bench_command(cfg: DictConfig) -> dict[str, Any]:
         f"mix {bench.mix.name}, "
         f"suite {bench.suite.name}, {bench.pairs_per_step} pairs/step, {bench.warmup_steps} warm-up + {bench.steps} "
         f"timed steps, device {device}"
+    )
+    machine = machine_description(device)
+    flops = machine["cpu_matmul_gflops"]
+    print(
+        f"cpu: native bf16 {'yes' if machine['cpu_native_bf16'] else 'no'}; matmul fp32 {flops['float32']:.1f} "
+        f"GFLOP/s, bf16 {flops['bfloat16']:.1f} GFLOP/s ({torch.get_num_threads()} threads)"
     )
     results = run_suite(bench)
     records = [r.record() for r in results]
@@ -81,7 +92,7 @@ def bench_command(cfg: DictConfig) -> dict[str, Any]:
             "date": started.isoformat(timespec="seconds"),
             "config": OmegaConf.to_container(OmegaConf.structured(bench), resolve=True),
             "parameters": parameter_count(bench.shape),
-            "machine": machine_description(device),
+            "machine": {**machine, "load_average_end": os.getloadavg() if hasattr(os, "getloadavg") else None},
         },
         "records": records,
         "ratios": ratios,

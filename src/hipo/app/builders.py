@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -47,6 +47,7 @@ def build_policy(model_cfg: DictConfig, with_reference: bool = True) -> PolicyBu
     fine-tuned folder, is that folder's model). ``with_reference=False`` skips the reference (evaluation): without
     LoRA it would be a full frozen copy.
     """
+    model: nn.Module  # a PreTrainedModel, or a PeftModel once an adapter is loaded or applied
     model, tokenizer = load_model(
         model_cfg.name_or_path,
         dtype=model_cfg.dtype,
@@ -64,9 +65,9 @@ def build_policy(model_cfg: DictConfig, with_reference: bool = True) -> PolicyBu
     elif model_cfg.lora.enabled:
         lora = model_cfg.lora
         target = OmegaConf.to_container(lora.target_modules) if OmegaConf.is_config(lora.target_modules) else None
-        model = apply_lora(
-            model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=target or lora.target_modules
-        )
+        # The schema types target_modules as Any: a module name, "all-linear" or a list of names (a ListConfig).
+        target_modules = cast("str | list[str]", target or lora.target_modules)
+        model = apply_lora(model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=target_modules)
     reference = build_reference(model, mode) if with_reference else None
     return PolicyBundle(policy=model, tokenizer=tokenizer, reference=reference)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import mlflow
 import torch
@@ -72,7 +72,7 @@ def generation_config(settings: DictConfig) -> GenerationConfig:
     """``GenerationConfig`` from ``evaluate.generation`` (validated again by its ``__post_init__``)."""
     values = OmegaConf.to_container(settings, resolve=True)
     assert isinstance(values, dict)
-    return GenerationConfig(**values)
+    return GenerationConfig(**cast("dict[str, Any]", values))  # keys: the field names under evaluate.generation
 
 
 def build_judge(judge_cfg: DictConfig) -> Judge | None:

@@ -17,6 +17,7 @@ from hipo.app.builders import build_datamodule, instantiate_component
 from hipo.app.validate import effective_resume, validate_run_config
 from hipo.errors import ConfigError, config_errors
 from hipo.training.checkpoints import find_resume_checkpoint
+from hipo.training.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ def prepare_job(cfg: DictConfig) -> TrainingJob:
     """
     resume = effective_resume(cfg)
     devices_per_node = validate_run_config(cfg, resume)
+    _resolve_precision(cfg)
     output_dir = Path(str(cfg.output_dir))
     with config_errors("loss"):
         loss = instantiate_component(cfg.loss)
@@ -73,6 +75,16 @@ def prepare_job(cfg: DictConfig) -> TrainingJob:
     datamodule.setup("fit")  # bad rows raise DataError here
     checkpoint = _resume_checkpoint(resume, output_dir)
     return TrainingJob(loss, datamodule, benchmarks, output_dir, resume, checkpoint, devices_per_node)
+
+
+def _resolve_precision(cfg: DictConfig) -> None:
+    """Replaces ``trainer.precision=auto`` by the precision this machine runs best (logged, then recorded as a
+    param and in the reference cache key like any configured value)."""
+    configured = str(cfg.trainer.precision)
+    precision, reason = resolve_precision(configured, str(cfg.trainer.accelerator))
+    if precision != configured:
+        log.info("trainer.precision=auto -> %s (%s)", precision, reason)
+        cfg.trainer.precision = precision
 
 
 def load_job_tokenizer(model_cfg: DictConfig) -> Any:

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from hipo.distributed.processes import current_process, devices_per_node, is_multi_process_strategy
 from hipo.errors import ConfigError
+from hipo.training.precision import AUTO as AUTO_PRECISION
 
 _OPTIM_SCHEDULERS = ("cosine", "linear", "constant")
 
@@ -34,8 +35,8 @@ def _positive(node: DictConfig, key: str, group: str) -> None:
 def validate_trainer(trainer: DictConfig) -> int:
     """Checks accelerator, devices, strategy, nodes and precision; returns the number of processes per node."""
     precision = str(trainer.precision)
-    if precision not in _precisions():
-        raise ConfigError(f"trainer.precision={precision!r}: expected one of {list(_precisions())}")
+    if precision != AUTO_PRECISION and precision not in _precisions():
+        raise ConfigError(f"trainer.precision={precision!r}: expected auto or one of {list(_precisions())}")
     strategy = str(trainer.strategy).lower()
     use_cpu = str(trainer.accelerator).lower() == "cpu"
     if strategy.startswith("deepspeed"):

@@ -13,7 +13,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 LOSSES = ("dpo", "hipo", "kto")
+FRAMEWORKS = ("hipo", "trl")
 REFERENCES = ("live", "cached")
+DTYPES = ("float32", "bfloat16", "float16")
 ISOLATIONS = ("auto", "process", "inline")
 METRICS = ("median_step_s", "useful_tokens_per_s", "peak_memory_gib")
 
@@ -68,21 +70,27 @@ class VariantConfig:
     """One training configuration to time.
 
     Attributes:
+        framework: hipo (the project's training step) | trl (TRL's ``DPOTrainer`` on the same model, pairs and
+            settings: see :mod:`hipo.bench.trl_variant`; needs the ``[compare]`` extra; loss dpo, not packed).
         loss: dpo | hipo | kto (KTO sees the pairs as 2B unpaired examples plus 2B KL sequences).
         packed: padding-free rows (else one padded row per sequence).
         reference: live (a no-grad reference pass per step) | cached (precomputed before timing).
         lora: LoRA adapters (r = ``bench.lora_r``) instead of full fine-tuning.
         dtype: float32 | bfloat16 (weights and compute).
+        autocast: null | bfloat16 | float16: mixed precision over ``dtype`` weights (``torch.autocast`` around the
+            forward passes and the loss, as Lightning's ``bf16-mixed``; the master weights stay in ``dtype``).
         compile: ``torch.compile`` the decoder.
         gradient_checkpointing: recompute decoder activations in backward.
         attn_implementation: sdpa | eager | flash_attention_2.
     """
 
+    framework: str = "hipo"
     loss: str = "hipo"
     packed: bool = True
     reference: str = "live"
     lora: bool = True
     dtype: str = "float32"
+    autocast: str | None = None
     compile: bool = False
     gradient_checkpointing: bool = False
     attn_implementation: str = "sdpa"
@@ -183,11 +191,23 @@ def register_bench_configs() -> None:
 
 
 def check_variant(name: str, variant: VariantConfig) -> None:
-    """Raises ValueError naming the variant and field for an unknown loss, reference or dtype."""
+    """Raises ValueError naming the variant and field for an unknown framework, loss, reference or dtype, or a
+    setting the framework cannot run."""
     where = f"bench.suite.variants.{name}"
+    if variant.framework not in FRAMEWORKS:
+        raise ValueError(f"{where}.framework must be one of {FRAMEWORKS}, got {variant.framework!r}")
     if variant.loss not in LOSSES:
         raise ValueError(f"{where}.loss must be one of {LOSSES}, got {variant.loss!r}")
     if variant.reference not in REFERENCES:
         raise ValueError(f"{where}.reference must be one of {REFERENCES}, got {variant.reference!r}")
-    if variant.dtype not in ("float32", "bfloat16", "float16"):
-        raise ValueError(f"{where}.dtype must be float32, bfloat16 or float16, got {variant.dtype!r}")
+    if variant.dtype not in DTYPES:
+        raise ValueError(f"{where}.dtype must be one of {DTYPES}, got {variant.dtype!r}")
+    if variant.autocast is not None and variant.autocast not in DTYPES[1:]:
+        raise ValueError(f"{where}.autocast must be null, bfloat16 or float16, got {variant.autocast!r}")
+    if variant.framework == "trl":
+        if variant.loss != "dpo":
+            raise ValueError(f"{where}: framework=trl runs TRL's DPOTrainer, so loss must be dpo, got {variant.loss!r}")
+        if variant.packed:
+            raise ValueError(f"{where}: framework=trl needs packed=false (TRL 1.16 disables padding_free)")
+        if variant.autocast is not None:
+            raise ValueError(f"{where}: framework=trl times pure-dtype steps; set autocast=null")

@@ -40,12 +40,13 @@ class VariantResult:
 
     @property
     def useful_tokens_per_s(self) -> float:
-        per_batch: dict[int, list[int | float]] = {}
+        tokens_of: dict[int, int] = {}
+        seconds_of: dict[int, list[float]] = {}
         for index, seconds, tokens in zip(self.batch_index, self.step_s, self.useful_tokens, strict=True):
-            per_batch.setdefault(index, [tokens, []])[1].append(seconds)  # type: ignore[union-attr]
-        tokens = sum(int(v[0]) for v in per_batch.values())
-        seconds = sum(statistics.median(v[1]) for v in per_batch.values())  # type: ignore[arg-type]
-        return tokens / seconds if seconds > 0 else 0.0
+            tokens_of[index] = tokens
+            seconds_of.setdefault(index, []).append(seconds)
+        total_seconds = sum(statistics.median(times) for times in seconds_of.values())
+        return sum(tokens_of.values()) / total_seconds if total_seconds > 0 else 0.0
 
     def record(self) -> dict[str, Any]:
         """The JSON record: the required keys first, then the details."""
@@ -57,6 +58,7 @@ class VariantResult:
             **self.settings,
             "step_s": self.step_s,
             "useful_tokens_per_step": self.useful_tokens,
+            "batch_index": self.batch_index,
             "loss": self.losses,
             "baseline_memory_gib": self.baseline_memory_gib,
             "memory_method": self.memory_method,
@@ -88,11 +90,14 @@ def compute_ratios(records: dict[str, dict[str, Any]], ratios: list[RatioConfig]
 
 def format_table(records: list[dict[str, Any]], ratios: list[dict[str, Any]]) -> str:
     """A plain-text table of the variants and their ratios."""
-    lines = [f"{'variant':<24} {'useful tok/s':>13} {'median step s':>14} {'peak GiB':>9} {'trainable':>12}"]
+    lines = [
+        f"{'variant':<24} {'useful tok/s':>13} {'median step s':>14} {'peak GiB':>9} {'trainable':>12} "
+        f"{'step-0 loss':>12}"
+    ]
     for r in records:
         lines.append(
             f"{r['variant']:<24} {r['useful_tokens_per_s']:>13.1f} {r['median_step_s']:>14.3f} "
-            f"{r['peak_memory_gib']:>9.2f} {r['trainable_parameters']:>12,}"
+            f"{r['peak_memory_gib']:>9.2f} {r['trainable_parameters']:>12,} {r.get('step0_loss', float('nan')):>12.6f}"
         )
     if ratios:
         lines.append("")

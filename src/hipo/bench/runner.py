@@ -16,28 +16,45 @@ import os
 import traceback
 from dataclasses import asdict
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from hipo.bench.config import BenchConfig, VariantConfig
+from hipo.bench.config import BenchConfig, VariantConfig, check_variant
 from hipo.bench.memory import GIB, current_rss_bytes, peak_bytes, reset_peak
 from hipo.bench.report import VariantResult
 from hipo.bench.variant import StepResult, VariantRunner, build_loss, resolve_device
+
+if TYPE_CHECKING:
+    from hipo.bench.trl_variant import TRLRunner
+
+    Runner = VariantRunner | TRLRunner
 
 
 def _set_threads(cfg: BenchConfig) -> None:
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
 
 
-def _finish(runner: VariantRunner, steps: list[StepResult], memory_method: str, baseline: int) -> VariantResult:
+def make_runner(cfg: BenchConfig, name: str, variant: VariantConfig) -> Runner:
+    """The runner of ``variant``: the project's training step, or TRL's ``DPOTrainer`` (``framework: trl``)."""
+    check_variant(name, variant)
+    if variant.framework == "trl":
+        from hipo.bench.trl_variant import TRLRunner
+
+        return TRLRunner(cfg, name, variant)
+    return VariantRunner(cfg, name, variant)
+
+
+def _finish(runner: Runner, steps: list[StepResult], memory_method: str, baseline: int) -> VariantResult:
+    """The record of ``steps`` (warm-up steps included; they are dropped here, but step 0's loss is kept)."""
+    timed = steps[runner.cfg.warmup_steps :]
     return VariantResult(
         variant=runner.name,
         settings=asdict(runner.variant),
-        step_s=[s.seconds for s in steps],
-        useful_tokens=[s.useful_tokens for s in steps],
-        losses=[s.loss for s in steps],
-        batch_index=[i % len(runner.batches) for i in range(runner.cfg.warmup_steps, runner._next)],
+        step_s=[s.seconds for s in timed],
+        useful_tokens=[s.useful_tokens for s in timed],
+        losses=[s.loss for s in timed],
+        batch_index=[s.batch for s in timed],
         peak_memory_gib=peak_bytes(runner.device) / GIB,
         baseline_memory_gib=baseline / GIB,
         memory_method=memory_method,
@@ -45,27 +62,29 @@ def _finish(runner: VariantRunner, steps: list[StepResult], memory_method: str, 
         reference_setup_s=runner.reference_setup_s,
         trainable_parameters=runner.trainable,
         device=str(runner.device),
+        extra={"step0_loss": steps[0].loss if steps else float("nan")},
     )
 
 
 def _worker(conn: Connection, cfg: BenchConfig, name: str, variant: VariantConfig) -> None:
-    """A spawned worker: build the variant, then answer ``step`` / ``finish`` commands from the parent."""
+    """A spawned worker: build the variant, run one step per ``step`` command, answer ``finish`` with the result."""
     try:
         _set_threads(cfg)
         baseline = current_rss_bytes()
-        runner = VariantRunner(cfg, name, variant)
+        runner = make_runner(cfg, name, variant)
         conn.send(("ready", runner.setup_s))
-        timed: list[StepResult] = []
-        while True:
+
+        def wait_for_step() -> None:
             command = conn.recv()
-            if command == "step":
-                result = runner.step()
-                timed.append(result)
-                conn.send(("step", result.seconds))
-            elif command == "finish":
-                timed = timed[cfg.warmup_steps :]
-                conn.send(("result", _finish(runner, timed, "process VmHWM (whole worker)", baseline)))
-                return
+            if command != "step":
+                raise RuntimeError(f"expected a step command, got {command!r}")
+
+        steps = runner.run(cfg.warmup_steps + cfg.steps, wait_for_step, lambda r: conn.send(("step", r.seconds)))
+        command = conn.recv()
+        if command != "finish":
+            raise RuntimeError(f"expected the finish command, got {command!r}")
+        conn.send(("result", _finish(runner, steps, "process VmHWM (whole worker)", baseline)))
+        runner.close()
     except Exception:  # reported to the parent, which raises with the variant's name
         conn.send(("error", traceback.format_exc()))
 
@@ -127,13 +146,14 @@ def run_inline(cfg: BenchConfig, variants: dict[str, VariantConfig], log: Any = 
             torch.cuda.empty_cache()
         baseline = torch.cuda.memory_allocated(device) if device.type == "cuda" else current_rss_bytes()
         reset_peak(device)
-        runner = VariantRunner(cfg, name, variant)
-        steps = []
-        for index in range(cfg.warmup_steps + cfg.steps):
-            step = runner.step()
-            log(f"  {name} step {index + 1}: {step.seconds:.3f} s")
-            steps.append(step)
-        results.append(_finish(runner, steps[cfg.warmup_steps :], method, baseline))
+        runner = make_runner(cfg, name, variant)
+
+        def log_step(result: StepResult, name: str = name) -> None:
+            log(f"  {name}: step {result.seconds:.3f} s")
+
+        steps = runner.run(cfg.warmup_steps + cfg.steps, lambda: None, log_step)
+        results.append(_finish(runner, steps, method, baseline))
+        runner.close()
         del runner
     return results
 
@@ -150,24 +170,18 @@ def run_same_process_losses(cfg: BenchConfig, log: Any = print) -> list[VariantR
     if not all(module.paired for module in modules.values()):
         raise ValueError(f"bench.same_process_losses must be paired losses (dpo, hipo), got {losses}")
     steps: dict[str, list[StepResult]] = {name: [] for name in losses}
-    batches: list[int] = []
     for index in range(cfg.warmup_steps + cfg.steps):
-        position = runner._next % len(runner.batches)
-        batch = runner.next_batch()
+        position, _ = runner.next_batch()
         for name in losses[index % len(losses) :] + losses[: index % len(losses)]:
             runner.module.loss_fn = modules[name]
-            result = runner.step(batch)
+            result = runner.step(position)
             log(f"  same process, step {index + 1}, {name}: {result.seconds:.3f} s")
-            if index >= cfg.warmup_steps:
-                steps[name].append(result)
-        if index >= cfg.warmup_steps:
-            batches.append(position)
-    results = []
+            steps[name].append(result)
+    results: list[VariantResult] = []
     for name in losses:
-        result = _finish(runner, steps[name], "shared process (one model for all losses)", 0)
-        result.variant, result.settings = f"same/{name}", {**asdict(runner.variant), "loss": name}
-        result.batch_index = batches
-        results.append(result)
+        record = _finish(runner, steps[name], "shared process (one model for all losses)", 0)
+        record.variant, record.settings = f"same/{name}", {**asdict(runner.variant), "loss": name}
+        results.append(record)
     return results
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, Qwen2Config, Qwen2ForCausalLM
 
@@ -10,7 +12,7 @@ from hipo.bench.config import ShapeConfig
 
 def shape_config(shape: ShapeConfig) -> LlamaConfig | Qwen2Config:
     """The transformers config of ``shape`` (``architecture`` llama | qwen2)."""
-    common = {
+    common: dict[str, Any] = {
         "vocab_size": shape.vocab_size,
         "hidden_size": shape.hidden_size,
         "intermediate_size": shape.intermediate_size,
@@ -42,18 +44,19 @@ def build_shape_model(
     if shape.weights == "embedded":
         from hipo.models.loading import load_model
 
-        model, _ = load_model("embedded:smollm2-135m", dtype=dtype, attn_implementation=attn_implementation)
-        return model
+        embedded, _ = load_model("embedded:smollm2-135m", dtype=dtype, attn_implementation=attn_implementation)
+        return embedded
     if shape.weights != "random":
         raise ValueError(f"bench.shape.weights must be random or embedded, got {shape.weights!r}")
     config = shape_config(shape)
     config._attn_implementation = attn_implementation
-    cls = LlamaForCausalLM if shape.architecture == "llama" else Qwen2ForCausalLM
     previous_dtype, state = torch.get_default_dtype(), torch.random.get_rng_state()
     torch.manual_seed(seed)
     torch.set_default_dtype(dtype)
     try:
-        model = cls(config)
+        model: PreTrainedModel = (
+            Qwen2ForCausalLM(config) if isinstance(config, Qwen2Config) else LlamaForCausalLM(config)
+        )
     finally:
         torch.set_default_dtype(previous_dtype)
         torch.random.set_rng_state(state)

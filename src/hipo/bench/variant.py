@@ -7,6 +7,7 @@ the policy pass and the loss), then backward, gradient clipping and the optimize
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -53,11 +54,12 @@ def synchronize(device: torch.device) -> None:
 
 @dataclass
 class StepResult:
-    """Duration (s) and useful tokens of one step, and its loss value."""
+    """Duration (s) and useful tokens of one step, its loss value and which of the distinct batches it took."""
 
     seconds: float
     useful_tokens: int
     loss: float
+    batch: int
 
 
 class VariantRunner:
@@ -78,6 +80,8 @@ class VariantRunner:
         started = time.perf_counter()
         torch.manual_seed(cfg.seed)
         dtype = resolve_dtype(variant.dtype)
+        self.autocast_dtype = resolve_dtype(variant.autocast) if variant.autocast else None
+        model: nn.Module
         with torch.device(self.device):
             model = build_shape_model(cfg.shape, dtype, variant.attn_implementation, seed=cfg.seed)
         model.train()
@@ -115,8 +119,8 @@ class VariantRunner:
         """The live reference function, or a cached one precomputed over every synthetic sequence."""
         chunk = self.cfg.logprob_chunk_size
         if self.variant.reference == "live":
-            live = build_reference(model)
-            return lambda batch: live.segment_logps(batch, chunk_size=chunk)
+            policy_reference = build_reference(model)
+            return lambda batch: policy_reference.segment_logps(batch, chunk_size=chunk)
         started = time.perf_counter()
         # At step 0 the policy IS the reference: score it (adapters off for LoRA) without keeping a frozen copy.
         initial = build_reference(model, mode="disable_adapter") if self.variant.lora else _SelfReference(model)
@@ -132,23 +136,28 @@ class VariantRunner:
         )
         synchronize(self.device)
         self.reference_setup_s = time.perf_counter() - started
-        live = None
+        live: Callable[[TokenBatch], Any] | None = None
         if not self.loss.paired:  # KTO's mismatched KL sequences are not in the table: a live reference scores them
             kl_reference = build_reference(model)
             live = lambda batch: kl_reference.segment_logps(batch, chunk_size=chunk)  # noqa: E731
         return CachedReference(table, live, pad_id=2)
 
-    def next_batch(self) -> TokenBatch:
-        batch = self.batches[self._next % len(self.batches)]
+    def next_batch(self) -> tuple[int, TokenBatch]:
+        """(index among the distinct batches, the batch) of the next step; the batches are cycled."""
+        index = self._next % len(self.batches)
         self._next += 1
-        return batch
+        return index, self.batches[index]
 
-    def step(self, batch: TokenBatch | None = None) -> StepResult:
-        """One timed training step on ``batch`` (default: the next batch)."""
-        batch = batch if batch is not None else self.next_batch()
+    def step(self, index: int | None = None) -> StepResult:
+        """One timed training step on batch ``index`` (default: the next batch)."""
+        if index is None:
+            index, batch = self.next_batch()
+        else:
+            batch = self.batches[index]
         synchronize(self.device)
         started = time.perf_counter()
-        out = self.module.compute_loss(batch)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            out = self.module.compute_loss(batch)
         out.loss.backward()
         if self.cfg.gradient_clip:
             torch.nn.utils.clip_grad_norm_(self.parameters, self.cfg.gradient_clip)
@@ -156,7 +165,21 @@ class VariantRunner:
         self.optimizer.zero_grad(set_to_none=True)
         loss = float(out.loss.detach())
         synchronize(self.device)
-        return StepResult(time.perf_counter() - started, useful_tokens(batch), loss)
+        return StepResult(time.perf_counter() - started, useful_tokens(batch), loss, index)
+
+    def run(
+        self, total_steps: int, before_step: Callable[[], None], after_step: Callable[[StepResult], None]
+    ) -> list[StepResult]:
+        """``total_steps`` steps on the cycled batches; ``before_step`` runs before each step's clock starts."""
+        results = []
+        for _ in range(total_steps):
+            before_step()
+            results.append(self.step())
+            after_step(results[-1])
+        return results
+
+    def close(self) -> None:
+        """Nothing to release (the TRL runner has a temporary folder)."""
 
 
 class _SelfReference:

@@ -75,7 +75,8 @@ def ensure_converted() -> Path:
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # The de-quantized weights are plain fp32: drop the GGUF quantizer so save_pretrained writes a normal model.
-    model.hf_quantizer = None
+    # torch's stub types nn.Module.__setattr__ values as Tensor | Module; at runtime it accepts any value.
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     folder.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -17,6 +17,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from hipo.models.embedded import ensure_converted
 from hipo.models.logprobs import decoder_and_head
 from hipo.models.tiny import build_tiny_model
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedConfig
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +84,8 @@ def load_model(
     if tiny is not None and name_or_path != TINY:
         raise ValueError(f"load_model: 'tiny' options given but name_or_path is {name_or_path!r}")
     if name_or_path == TINY:
-        model: PreTrainedModel = build_tiny_model(**(tiny or {})).to(torch_dtype)
+        # PreTrainedModel.to is wrapped by functools.wraps, whose typeshed stub (_Wrapped) does not bind self.
+        model: PreTrainedModel = build_tiny_model(**(tiny or {})).to(torch_dtype)  # type: ignore[arg-type]
         model.set_attn_implementation(attn_implementation)
         tokenizer = load_tokenizer(TINY)
     else:
@@ -157,13 +161,35 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel
     tokenizer.padding_side = "right"
     if model is None:
         return
-    embeddings = model.get_input_embeddings().weight.shape[0]
+    weight = model.get_input_embeddings().weight
+    assert isinstance(weight, torch.Tensor), "an input embedding module's weight is a tensor (parameter)"
+    embeddings = weight.shape[0]
     if len(tokenizer) > embeddings:
         raise ValueError(
             f"the tokenizer has {len(tokenizer)} tokens but the model's embedding table only {embeddings} rows"
         )
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+
+
+# What enable_gradient_checkpointing calls on a model, each only after checking with ``hasattr`` (nn.Module's
+# ``__getattr__`` types any other attribute as ``Tensor | Module``, so mypy cannot narrow by ``hasattr``).
+class _ActivationCheckpointing(Protocol):
+    """A transformers >= 5.x model."""
+
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs: dict[str, Any]) -> None: ...
+
+
+class _GradientCheckpointing(Protocol):
+    """A transformers model before 5.x (or one that only has the older name)."""
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict[str, Any]) -> None: ...
+
+
+class _HasConfig(Protocol):
+    """A transformers model (or a ``PeftModel``, which forwards ``config`` to the model it wraps)."""
+
+    config: PreTrainedConfig
 
 
 def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
@@ -174,11 +200,11 @@ def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
     """
     kwargs = {"use_reentrant": False}
     if hasattr(model, "activation_checkpointing_enable"):
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        cast(_ActivationCheckpointing, model).activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        cast(_GradientCheckpointing, model).gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     if hasattr(model, "config"):
-        model.config.use_cache = False
+        cast(_HasConfig, model).config.use_cache = False
 
 
 def maybe_compile(model: torch.nn.Module, enabled: bool, **compile_kwargs: Any) -> torch.nn.Module:

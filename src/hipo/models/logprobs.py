@@ -18,7 +18,7 @@ mask built from ``sequence_ids`` (``packed_attention="mask"``) for models whose 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -37,15 +37,49 @@ PackedAttention = Literal["position_ids", "mask"]
 LOGPROBS_VERSION = 1
 
 
+# What this module calls on a model beyond ``nn.Module``, each only after checking with ``hasattr`` (``nn.Module``'s
+# ``__getattr__`` types any other attribute as ``Tensor | Module``, so mypy cannot narrow by ``hasattr``).
+class _PeftWrapper(Protocol):
+    """A ``PeftModel``."""
+
+    def get_base_model(self) -> nn.Module: ...
+
+
+class _CausalLM(Protocol):
+    """A transformers ``PreTrainedModel`` with an LM head."""
+
+    def get_decoder(self) -> nn.Module: ...
+
+    def get_output_embeddings(self) -> nn.Module | None: ...
+
+
+class _HasInputEmbeddings(Protocol):
+    """A transformers model or decoder stack (or a ``PeftModel``, which forwards the call to the model it wraps)."""
+
+    def get_input_embeddings(self) -> nn.Module: ...
+
+
+def _base_model(model: nn.Module) -> nn.Module:
+    """The model a ``PeftModel`` wraps; any other model itself."""
+    return cast(_PeftWrapper, model).get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _embedding_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the input embedding table of a transformers model or decoder stack."""
+    weight = cast(_HasInputEmbeddings, model).get_input_embeddings().weight
+    assert isinstance(weight, torch.Tensor), "an input embedding module's weight is a tensor (parameter)"
+    return weight.dtype
+
+
 def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     """The decoder stack (input ids -> last hidden states) and the LM head of a causal LM, PEFT-wrapped or not.
 
     For a ``PeftModel`` these are the modules of the wrapped model with the adapter layers injected, so adapters
     apply (and ``disable_adapter()`` disables them) exactly as in the model's own forward.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder = base.get_decoder() if hasattr(base, "get_decoder") else getattr(base, "model", None)
-    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    base = _base_model(model)
+    decoder = cast(_CausalLM, base).get_decoder() if hasattr(base, "get_decoder") else getattr(base, "model", None)
+    head = cast(_CausalLM, base).get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     if decoder is None or head is None:
         raise TypeError(f"{type(base).__name__} is not a causal LM with a decoder and an output head")
     return decoder, head
@@ -119,7 +153,7 @@ def hidden_states(
         )
         return out.last_hidden_state
     if packed_attention == "mask":
-        dtype = decoder.get_input_embeddings().weight.dtype
+        dtype = _embedding_dtype(decoder)
         mask = block_causal_mask(batch.sequence_ids, dtype)
         out = decoder(input_ids=batch.input_ids, attention_mask=mask, position_ids=batch.position_ids, use_cache=False)
         return out.last_hidden_state
@@ -187,7 +221,7 @@ def token_logps(
         raise ValueError(f"token_logps: chunk_size must be >= 1, got {chunk_size}")
     check_token_batch(batch)
     _, head = decoder_and_head(model)
-    config = getattr(model.get_base_model() if hasattr(model, "get_base_model") else model, "config", None)
+    config = getattr(_base_model(model), "config", None)
     hidden = hidden_states(model, batch, packed_attention)  # [R, T, H]
     rows, cols = (batch.segment_ids >= 0).nonzero(as_tuple=True)  # [N] each
     out = torch.zeros(batch.input_ids.shape, dtype=_accumulation_dtype(hidden.dtype), device=hidden.device)
@@ -218,7 +252,7 @@ def naive_token_logps(model: nn.Module, batch: TokenBatch, packed_attention: Pac
     """
     check_token_batch(batch)
     if batch.packed and packed_attention == "mask":
-        mask = block_causal_mask(batch.sequence_ids, model.get_input_embeddings().weight.dtype)
+        mask = block_causal_mask(batch.sequence_ids, _embedding_dtype(model))
     elif batch.packed and packed_attention == "position_ids":
         check_packed_positions(batch)
         mask = None

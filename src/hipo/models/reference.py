@@ -85,6 +85,8 @@ class AdapterDisabledReference(Reference):
         policy: the ``PeftModel`` being trained (shared, not copied).
     """
 
+    model: PeftModel
+
     def __init__(self, policy: PeftModel) -> None:
         if not isinstance(policy, PeftModel):
             raise TypeError(f"AdapterDisabledReference needs a PeftModel, got {type(policy).__name__}")

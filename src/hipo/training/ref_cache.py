@@ -127,7 +127,8 @@ def save_table(path: Path, table: ReferenceTable, header: dict[str, Any]) -> Non
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as out:
-            np.savez(out, header=payload, **arrays)
+            # The arrays by name (not **arrays: mypy would match that dict against savez's bool allow_pickle).
+            np.savez(out, header=payload, signatures=table.signatures, sums=table.sums, counts=table.counts)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
