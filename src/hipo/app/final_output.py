@@ -51,7 +51,7 @@ def save_trained(module: PreferenceModule, tokenizer: Any, output_dir: Path, cfg
 
 def current_weights(module: PreferenceModule) -> dict[str, float]:
     """The segment weights the loss uses now, by term name (empty for losses without segment weights)."""
-    weights_module: Any = getattr(module.loss_fn, "weights", None)
+    weights_module = module.loss_fn.weights
     if weights_module is None:
         return {}
     values = weights_module().detach().cpu().tolist()

@@ -34,17 +34,25 @@ WHOLE = "whole"
 
 
 class PreferenceLoss(nn.Module, ABC):
-    """Base class of the loss modules.
+    """Base class of the loss modules, and the one interface the training loop and the app use (they never probe).
+
+    Every subclass sets ``paired`` (class attribute) and ``beta``; ``weights`` is None unless the subclass assigns its
+    segment-weight submodule (HiPO). ``set_step`` is called by the training loop before every batch.
 
     Args:
         segment_names: the S named segments in column order (the last column of the log-probs is ``whole``).
 
     Attributes:
         paired: whether the loss consumes chosen/rejected pairs (else unpaired examples, as KTO).
+        beta: inverse temperature of the implicit reward beta * (log pi - log pi_ref) (also the held-out metrics').
+        weights: the ``SegmentWeights`` submodule fusing the S+1 terms, or None for a loss without segment weights.
+        segment_names: the S named segments.
         term_names: ``segment_names + ["whole"]``, the metric names of the S+1 columns.
     """
 
     paired: ClassVar[bool]
+    beta: float
+    weights: SegmentWeights | None
 
     def __init__(self, segment_names: Sequence[str]) -> None:
         super().__init__()
@@ -55,6 +63,13 @@ class PreferenceLoss(nn.Module, ABC):
             raise ValueError(f"{type(self).__name__}: segment_names must be distinct, non-empty, not 'whole'; {names}")
         self.segment_names = names
         self.term_names = [*names, WHOLE]
+        self.weights = None  # an instance attribute: a subclass's weight module replaces it as a registered submodule
+
+    def set_step(self, step: int) -> None:
+        """Reports the current global (optimizer) step before a batch: scheduled segment weights (``StagedWeights``)
+        follow it; a no-op for other weights and for a loss without weights."""
+        if self.weights is not None:
+            self.weights.set_step(step)
 
     def check_logps(self, policy: SegmentLogps, reference: SegmentLogps) -> None:
         """Raises ValueError unless policy and reference sums/counts are all [N, S+1] with equal counts."""
@@ -81,18 +96,29 @@ class PreferenceLoss(nn.Module, ABC):
 
 
 class PairedPreferenceLoss(PreferenceLoss):
-    """Base of the pairwise losses: rows 0..B-1 chosen, B..2B-1 rejected.
+    """Base of the pairwise losses: rows 0..B-1 chosen, B..2B-1 rejected, each term scored by a DPO variant.
 
     Args:
         beta: inverse temperature of the implicit reward beta * (log pi - log pi_ref).
         segment_names: the S named segments.
+        variant: ``sigmoid`` | ``ipo`` | ``hinge`` | ``robust`` (see ``hipo.losses.dpo``).
+        label_smoothing: cDPO eps (``sigmoid``) or flip rate (``robust``).
+
+    Raises:
+        ValueError: bad segment names, then (``check_variant``) an unknown variant, a beta that is not positive and
+            finite, or a label smoothing outside the variant's range.
     """
 
     paired = True
 
-    def __init__(self, beta: float, segment_names: Sequence[str]) -> None:
+    def __init__(
+        self, beta: float, segment_names: Sequence[str], variant: str = "sigmoid", label_smoothing: float = 0.0
+    ) -> None:
         super().__init__(segment_names)
         self.beta = float(beta)
+        check_variant(variant, self.beta, label_smoothing)
+        self.variant = variant
+        self.label_smoothing = float(label_smoothing)
 
     def split(self, logps: SegmentLogps) -> tuple[SegmentLogps, SegmentLogps]:
         """(chosen rows 0..B-1, rejected rows B..2B-1) of [2B, S+1] log-probs."""
@@ -140,10 +166,7 @@ class DPOLoss(PairedPreferenceLoss):
         label_smoothing: float = 0.0,
         segment_names: Sequence[str] = DEFAULT_SEGMENTS,
     ) -> None:
-        super().__init__(beta, segment_names)
-        check_variant(variant, self.beta, label_smoothing)
-        self.variant = variant
-        self.label_smoothing = float(label_smoothing)
+        super().__init__(beta, segment_names, variant, label_smoothing)
 
     def forward(self, policy: SegmentLogps, reference: SegmentLogps, batch: TokenBatch) -> LossOutput:
         chosen_rewards, rejected_rewards, mask = self.implicit_rewards(policy, reference)
@@ -173,6 +196,8 @@ class HiPOLoss(PairedPreferenceLoss):
         segment_names: the S named segments.
     """
 
+    weights: SegmentWeights  # always set (validated): the base's ``SegmentWeights | None`` narrowed
+
     def __init__(
         self,
         beta: float = 0.2,
@@ -181,8 +206,7 @@ class HiPOLoss(PairedPreferenceLoss):
         label_smoothing: float = 0.0,
         segment_names: Sequence[str] = DEFAULT_SEGMENTS,
     ) -> None:
-        super().__init__(beta, segment_names)
-        check_variant(variant, self.beta, label_smoothing)
+        super().__init__(beta, segment_names, variant, label_smoothing)
         if not isinstance(weights, SegmentWeights):
             raise ValueError(f"HiPOLoss: weights must be a hipo.losses.weights.SegmentWeights; got {type(weights)}")
         with torch.no_grad():
@@ -193,8 +217,6 @@ class HiPOLoss(PairedPreferenceLoss):
                 f"({len(self.term_names)} = S+1 weights needed)"
             )
         self.weights = weights
-        self.variant = variant
-        self.label_smoothing = float(label_smoothing)
 
     def forward(self, policy: SegmentLogps, reference: SegmentLogps, batch: TokenBatch) -> LossOutput:
         self.check_logps(policy, reference)

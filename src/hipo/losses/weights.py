@@ -34,7 +34,7 @@ from torch import nn
 
 
 class SegmentWeights(nn.Module, ABC):
-    """Base class: ``forward() -> [num_terms]`` weights and ``penalty() -> scalar``.
+    """Base class: ``forward() -> [num_terms]`` weights, ``penalty() -> scalar`` and the schedule hook ``set_step``.
 
     Attributes:
         num_terms: S+1, the number of terms (segments then the whole response).
@@ -49,6 +49,10 @@ class SegmentWeights(nn.Module, ABC):
     def penalty(self) -> torch.Tensor:
         """Scalar added to the batch loss (0 here)."""
         return torch.zeros((), device=self.forward().device)
+
+    def set_step(self, step: int) -> None:
+        """The current global (optimizer) step, reported before each batch; ignored here (weights without a
+        schedule). Scheduled weights (:class:`StagedWeights`) override it."""
 
 
 def _check_num_terms(cls: str, num_terms: int) -> None:

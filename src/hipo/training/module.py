@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -18,6 +18,7 @@ from torch import nn
 
 from hipo.config.schema import OptimConfig
 from hipo.data.batch import TokenBatch
+from hipo.losses.modules import PreferenceLoss
 from hipo.losses.types import LossOutput, SegmentLogps
 from hipo.models.logprobs import sequence_segment_logps
 from hipo.training.held_out import HeldOutPreferenceMetrics
@@ -45,7 +46,7 @@ class PreferenceModule(L.LightningModule):
     def __init__(
         self,
         policy: nn.Module,
-        loss: nn.Module,
+        loss: PreferenceLoss,
         reference: ReferenceFn,
         segment_names: list[str],
         optim: OptimConfig,
@@ -88,9 +89,7 @@ class PreferenceModule(L.LightningModule):
     # ---- Lightning hooks -------------------------------------------------------------------------------------------
     def training_step(self, batch: TokenBatch, batch_idx: int) -> torch.Tensor:
         self.policy_equals_reference = False
-        weights = getattr(self.loss_fn, "weights", None)
-        if hasattr(weights, "set_step"):  # scheduled weights (e.g. StagedWeights) follow the optimizer step
-            weights.set_step(self.global_step)
+        self.loss_fn.set_step(self.global_step)  # scheduled weights (e.g. StagedWeights) follow the optimizer step
         out = self.compute_loss(batch)
         size = int(batch.example_ids.numel())
         self.log("train/loss", out.loss.detach(), prog_bar=True, batch_size=size)
@@ -109,7 +108,7 @@ class PreferenceModule(L.LightningModule):
             reference = self.reference_logps(batch)
             self._val_reference[key] = reference
         policy = reference if self.policy_equals_reference else self.policy_logps(batch)
-        beta = float(getattr(self.loss_fn, "beta", 1.0))
+        beta = self.loss_fn.beta
         self.held_out.update(policy, reference, beta=beta, valid=batch.example_ids >= 0)  # -1: shard padding
 
     def on_validation_epoch_end(self) -> None:
@@ -132,7 +131,8 @@ class PreferenceModule(L.LightningModule):
         groups: list[dict[str, Any]] = [{"params": policy_params, "weight_decay": self.optim.weight_decay}]
         if weight_params:
             groups.append({"params": weight_params, "lr": self.optim.weights_lr, "weight_decay": 0.0})
-        optimizer = torch.optim.AdamW(groups, lr=self.optim.lr, betas=tuple(self.optim.betas))
+        betas = cast("tuple[float, float]", tuple(self.optim.betas))
+        optimizer = torch.optim.AdamW(groups, lr=self.optim.lr, betas=betas)
         total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1
         schedule = lr_schedule(self.optim.scheduler, self.optim.warmup_steps, total)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
