@@ -162,6 +162,14 @@ def test_datamodule_requires_setup_and_matching_segments(smollm2_tokenizer: Any,
         _ = module.stats
 
 
+def test_datamodule_loads_a_named_tokenizer_as_the_model_loader_does(smollm2_tokenizer: Any, tmp_path: Path) -> None:
+    """A model name instead of a tokenizer: loaded by hipo.models.loading.load_tokenizer (pad token, right padding)."""
+    module = PreferenceDataModule(SyntheticSource(4), FieldsSegmenter(), "embedded:smollm2-135m", cache_root=tmp_path)
+    tokenizer = module.tokenizer
+    assert tokenizer.get_vocab() == smollm2_tokenizer.get_vocab()
+    assert tokenizer.pad_token_id is not None and tokenizer.padding_side == "right"
+
+
 # ---------------------------------------------------------------- describe
 
 

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from hipo.training.checkpoints import LAST, AtomicCheckpointIO
 from hipo.training.exact_resume import ExactResume
 from hipo.training.preemption import StopAtStepBoundary, StopRequests
+from hipo.training.progress import step_progress_bar
 
 _OWN_CHECKPOINT_IO = ("deepspeed", "fsdp")  # these strategies write sharded checkpoint folders themselves
 
@@ -76,7 +77,10 @@ def build_trainer(
         deterministic=t.deterministic,
         use_distributed_sampler=False,
         logger=logger,
-        callbacks=training_callbacks(cfg, output_dir / "checkpoints", stop_requests),
+        callbacks=[
+            *training_callbacks(cfg, output_dir / "checkpoints", stop_requests),
+            *([step_progress_bar()] if t.enable_progress_bar else []),  # `step N/max_steps`, not `Epoch 0/-2`
+        ],
         plugins=plugins,
         default_root_dir=str(output_dir),
     )

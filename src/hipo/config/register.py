@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import Container, OmegaConf
 
 from hipo.config import components as c
 from hipo.config import schema as s
@@ -47,6 +47,21 @@ def _tasks_per_node(devices: object) -> int:
     )
 
 
+def _choice(group: str, default: str | None = None, *, _root_: Container) -> str | None:
+    """The option chosen for config group ``group`` (``experiment=demo`` -> ``demo``), else ``default``.
+
+    Read from the config's own ``hydra`` node while it has one (Hydra builds its callbacks from the whole config
+    before ``HydraConfig`` is set), else from ``HydraConfig`` (a job's config no longer has the node).
+    """
+    choices = OmegaConf.select(_root_, "hydra.runtime.choices")
+    if choices is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    value = choices.get(group)
+    return default if value is None else str(value)
+
+
 def register_configs() -> None:
     """Stores the schemas (``schema_run`` and ``schema/<group>/<name>``) and the ``hipo.*`` resolvers."""
     store = ConfigStore.instance()
@@ -66,6 +81,8 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("hipo.num_terms", _num_terms)
     if not OmegaConf.has_resolver("hipo.even_stages"):
         OmegaConf.register_new_resolver("hipo.even_stages", _even_stages)
+    if not OmegaConf.has_resolver("hipo.choice"):
+        OmegaConf.register_new_resolver("hipo.choice", _choice)
     if not OmegaConf.has_resolver("hipo.tasks_per_node"):
         OmegaConf.register_new_resolver("hipo.tasks_per_node", _tasks_per_node)
 

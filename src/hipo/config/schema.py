@@ -145,7 +145,11 @@ class LoggerConfig:
 
 @dataclass
 class RunConfig:
-    """The root of ``hipo train`` / ``hipo eval`` / ``hipo segment`` configs."""
+    """The root of ``hipo train`` / ``hipo segment`` / ``hipo pipeline`` configs (``conf/config.yaml``).
+
+    ``experiment`` is the chosen ``conf/experiment`` file (``${hipo.choice:experiment}`` in the root config).
+    ``hipo eval`` and ``hipo report`` have their own roots (:class:`EvalRunConfig`, :class:`ReportRunConfig`).
+    """
 
     model: ModelConfig = MISSING
     loss: Any = MISSING

@@ -38,22 +38,14 @@ class ListDataset(Dataset):
         return self.items[index]
 
 
-def load_tokenizer(tokenizer: Any) -> Any:
-    """A tokenizer object as is, or ``AutoTokenizer.from_pretrained`` of a path / hub id."""
-    if isinstance(tokenizer, (str, Path)):
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(str(tokenizer))
-    return tokenizer
-
-
 class PreferenceDataModule(L.LightningDataModule):
     """Segmented preference data as :class:`TokenBatch` es (paired for DPO/HiPO, unpaired for KTO).
 
     Args:
         source: training rows (and validation rows unless ``val_source`` is given).
         segmenter: rows -> SegmentedPairs (with its failure policy).
-        tokenizer: a fast tokenizer with a chat template, or a path / id to load one from.
+        tokenizer: a fast tokenizer with a chat template, or a model name / folder / hub id whose tokenizer
+            :func:`hipo.models.loading.load_tokenizer` loads.
         segments: ordered segment names.
         max_length: tokens per sequence; ``truncation`` / ``truncate_from`` say how longer ones are handled.
         truncation: ``drop_pair`` | ``truncate_segment``.
@@ -104,7 +96,11 @@ class PreferenceDataModule(L.LightningDataModule):
         if tuple(segments) != segmenter.segments:
             raise ValueError(f"segments {list(segments)} differ from the segmenter's {list(segmenter.segments)}")
         self.source, self.val_source, self.segmenter = source, val_source, segmenter
-        self.tokenizer = load_tokenizer(tokenizer)
+        if isinstance(tokenizer, (str, Path)):
+            from hipo.models.loading import load_tokenizer
+
+            tokenizer = load_tokenizer(str(tokenizer))
+        self.tokenizer = tokenizer
         self.preference_tokenizer = PreferenceTokenizer(
             self.tokenizer, segments, max_length, truncation, truncate_from, system_prompt, end_of_turn
         )

@@ -62,13 +62,3 @@ class SegmentedPair:
     chosen: SegmentedResponse
     rejected: SegmentedResponse
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class UnpairedExample:
-    """One unpaired example for KTO-style losses: a prompt, a segmented response and whether it is desirable."""
-
-    prompt: str
-    response: SegmentedResponse
-    desirable: bool
-    meta: dict[str, Any] = field(default_factory=dict)
