@@ -80,3 +80,13 @@ def test_trl_precomputed_reference_is_timed_and_starts_at_log_2() -> None:
     assert runner.reference_setup_s > 0  # TRL scored every pair once, before the first step
     assert len(steps) == 1 and steps[0].loss == pytest.approx(math.log(2), abs=1e-5)
     assert steps[0].useful_tokens > 0 and steps[0].batch == 0
+
+
+def test_the_run_wide_attention_override_reaches_every_framework() -> None:
+    from hipo.bench.config import resolve_variant
+
+    bench = to_bench_config(compose_bench(["bench/suite=trl_smoke", "bench.attn_implementation=eager"]))
+    for name, variant in bench.suite.variants.items():
+        assert resolve_variant(bench, name, variant).attn_implementation == "eager", name
+    with pytest.raises(ValueError, match="packed=false"):
+        resolve_variant(bench, "t", VariantConfig(framework="trl", loss="dpo", packed=True))

@@ -7,7 +7,7 @@ run settings (steps, batch size, isolation, output file).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -211,3 +211,12 @@ def check_variant(name: str, variant: VariantConfig) -> None:
             raise ValueError(f"{where}: framework=trl needs packed=false (TRL 1.16 disables padding_free)")
         if variant.autocast is not None:
             raise ValueError(f"{where}: framework=trl times pure-dtype steps; set autocast=null")
+
+
+def resolve_variant(cfg: BenchConfig, name: str, variant: VariantConfig) -> VariantConfig:
+    """``variant`` with the run-wide ``bench.attn_implementation`` applied, checked (:func:`check_variant`); every
+    runner (the project's, TRL's) builds from this, so both see the same settings."""
+    if cfg.attn_implementation:
+        variant = replace(variant, attn_implementation=cfg.attn_implementation)
+    check_variant(name, variant)
+    return variant

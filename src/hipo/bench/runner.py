@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from hipo.bench.config import BenchConfig, VariantConfig, check_variant
+from hipo.bench.config import BenchConfig, VariantConfig
 from hipo.bench.memory import GIB, current_rss_bytes, peak_bytes, reset_peak
 from hipo.bench.report import VariantResult
 from hipo.bench.variant import StepResult, VariantRunner, build_loss, resolve_device
@@ -37,7 +37,6 @@ def _set_threads(cfg: BenchConfig) -> None:
 
 def make_runner(cfg: BenchConfig, name: str, variant: VariantConfig) -> Runner:
     """The runner of ``variant``: the project's training step, or TRL's ``DPOTrainer`` (``framework: trl``)."""
-    check_variant(name, variant)
     if variant.framework == "trl":
         from hipo.bench.trl_variant import TRLRunner
 

@@ -30,17 +30,16 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from hipo.bench.config import BenchConfig, VariantConfig
+from hipo.bench.config import BenchConfig, VariantConfig, resolve_variant
 from hipo.bench.shapes import build_shape_model
 from hipo.bench.synthetic import synthetic_pairs
-from hipo.bench.variant import StepResult, resolve_device, synchronize
+from hipo.bench.variant import DPO_BETA, StepResult, resolve_device, synchronize
 from hipo.data.tokenize import TokenizedPair
 from hipo.errors import ConfigError
 from hipo.models.loading import DEFAULT_MODEL, load_tokenizer, resolve_dtype
 from hipo.models.lora import apply_lora
 
 TRL_VERSION = "1.16.0"
-DPO_BETA = 0.1  # the project's DPO default (hipo.bench.variant.build_loss)
 
 
 def import_trl() -> Any:
@@ -113,6 +112,7 @@ class TRLRunner:
 
     def __init__(self, cfg: BenchConfig, name: str, variant: VariantConfig) -> None:
         trl = import_trl()
+        variant = resolve_variant(cfg, name, variant)
         self.cfg, self.name, self.variant = cfg, name, variant
         self.device = resolve_device(cfg.device)
         started = time.perf_counter()

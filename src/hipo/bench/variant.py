@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from hipo.bench.config import BenchConfig, VariantConfig, check_variant
+from hipo.bench.config import BenchConfig, VariantConfig, resolve_variant
 from hipo.bench.shapes import build_shape_model
 from hipo.bench.synthetic import synthetic_batches, synthetic_pairs, useful_tokens
 from hipo.config.schema import OptimConfig
@@ -27,16 +27,18 @@ from hipo.models.reference import build_reference
 from hipo.training.module import PreferenceModule
 from hipo.training.ref_cache import CachedReference, compute_table, pair_sequences
 
+DPO_BETA = 0.1  # the project's DPO (and KTO) default; TRL's variant uses the same
+
 
 def build_loss(name: str, segments: list[str]) -> PreferenceLoss:
     """The loss modules with the project's default hyper-parameters (HiPO: the paper's fixed weights)."""
     if name == "dpo":
-        return DPOLoss(beta=0.1, segment_names=segments)
+        return DPOLoss(beta=DPO_BETA, segment_names=segments)
     if name == "hipo":
         weights = FixedWeights([0.25, 0.25, 0.20, 0.30] if len(segments) == 3 else [1.0] * (len(segments) + 1))
         return HiPOLoss(beta=0.2, weights=weights, segment_names=segments)
     if name == "kto":
-        return KTOLoss(beta=0.1, segment_names=segments)
+        return KTOLoss(beta=DPO_BETA, segment_names=segments)
     raise ValueError(f"unknown loss {name!r}")
 
 
@@ -72,9 +74,7 @@ class VariantRunner:
     """
 
     def __init__(self, cfg: BenchConfig, name: str, variant: VariantConfig) -> None:
-        if cfg.attn_implementation:
-            variant = replace(variant, attn_implementation=cfg.attn_implementation)
-        check_variant(name, variant)
+        variant = resolve_variant(cfg, name, variant)
         self.cfg, self.name, self.variant = cfg, name, variant
         self.device = resolve_device(cfg.device)
         started = time.perf_counter()
