@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 from pathlib import Path
@@ -10,6 +11,20 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection(session: pytest.Session):
+    """Collection imports torch, Lightning, transformers and MLflow (most of `make test-fast`'s fixed cost), and the
+    cyclic garbage collector would walk that growing heap again and again. It stays off while collecting; then what
+    was imported moves to the permanent generation (``gc.freeze``), so neither the collections during the tests nor
+    the one at exit walk it again (`pytest --co` on 2 cores: ~30 s -> ~20 s)."""
+    gc.disable()
+    try:
+        return (yield)
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 @pytest.fixture(scope="session")

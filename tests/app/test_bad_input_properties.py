@@ -22,6 +22,8 @@ from hipo.config.compose import compose_config
 from hipo.data.errors import DataError
 from hipo.errors import UserError
 
+pytestmark = pytest.mark.slow  # 55 hypothesis examples, each composing and validating a full training config
+
 GOOD = {"prompt": "What is 2 + 3?", "chosen": "<Rq>Add.</Rq><Mt>2 + 3 = 5</Mt><Ra>5</Ra>"}
 GOOD["rejected"] = "<Rq>Add.</Rq><Mt>2 + 3 = 6</Mt><Ra>6</Ra>"
 FIELDS = ("prompt", "chosen", "rejected")

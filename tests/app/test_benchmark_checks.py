@@ -41,7 +41,10 @@ def no_model_load(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(train_app, "build_policy", refuse)
 
 
-@pytest.mark.parametrize("case", sorted(BAD_FILES))
+# each case composes and validates a full training config (~0.6 s): one stays in the fast tier
+@pytest.mark.parametrize(
+    "case", [c if c == "empty" else pytest.param(c, marks=pytest.mark.slow) for c in sorted(BAD_FILES)]
+)
 def test_bad_benchmark_files_stop_training_before_anything_starts(
     case: str, tmp_path: Path, isolated_data_cache: Path, no_model_load: None
 ) -> None:

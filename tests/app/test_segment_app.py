@@ -10,6 +10,8 @@ import pytest
 from hipo.app.segment import segment
 from hipo.config.compose import compose_config
 
+pytestmark = pytest.mark.slow  # `hipo segment` with the real tokenizer
+
 
 def test_segment_prints_each_segment_with_token_counts(capsys: pytest.CaptureFixture[str]) -> None:
     result = segment(compose_config(["model=tiny", "num_examples=2"]))

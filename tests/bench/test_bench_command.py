@@ -15,6 +15,8 @@ from hipo.bench.logprob_memory import measure_once
 from hipo.bench.variant import VariantRunner
 from hipo.models.reference import build_reference
 
+pytestmark = pytest.mark.slow  # bench compositions, smoke runs, training steps and memory measurements
+
 CONF = Path(__file__).resolve().parents[2] / "conf"
 SMALL = [
     "bench/shape=tiny",

@@ -48,6 +48,7 @@ def test_trl_variants_must_be_what_trl_can_run() -> None:
         check_variant("t", VariantConfig(framework="openrlhf"))
 
 
+@pytest.mark.slow  # composes three bench suites
 def test_every_trl_suite_composes_with_paired_padded_variants() -> None:
     for suite in ("trl_smoke", "trl_cpu", "trl_cached_cpu"):
         bench = to_bench_config(compose_bench([f"bench/suite={suite}"]))

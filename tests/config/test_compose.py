@@ -26,6 +26,7 @@ def _compose(overrides: list[str], config_name: str = "config"):
     return compose_config(overrides, config_name)
 
 
+@pytest.mark.slow  # composes every option of the group
 @pytest.mark.parametrize("group", ["model", "loss", "data", "segmenter", "trainer", "logger"])
 def test_every_option_of_group_composes(group: str) -> None:
     options = _options(group)
@@ -35,6 +36,7 @@ def test_every_option_of_group_composes(group: str) -> None:
         OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
 
 
+@pytest.mark.slow  # a composition per option
 @pytest.mark.parametrize("weights", _options("loss/weights"))
 def test_every_weight_option_instantiates_with_the_right_length(weights: str) -> None:
     cfg = _compose(["loss=hipo", f"loss/weights={weights}"])
@@ -42,6 +44,7 @@ def test_every_weight_option_instantiates_with_the_right_length(weights: str) ->
     assert loss.weights().shape == (len(cfg.segments) + 1,)
 
 
+@pytest.mark.slow  # a composition per option
 @pytest.mark.parametrize("loss", _options("loss"))
 def test_every_loss_instantiates(loss: str) -> None:
     cfg = _compose([f"loss={loss}"])
@@ -49,6 +52,7 @@ def test_every_loss_instantiates(loss: str) -> None:
     assert isinstance(module.paired, bool)
 
 
+@pytest.mark.slow  # a composition per option
 @pytest.mark.parametrize("segmenter", _options("segmenter"))
 def test_every_segmenter_instantiates(segmenter: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")  # the llm segmenter refuses api.openai.com without a key
@@ -56,6 +60,7 @@ def test_every_segmenter_instantiates(segmenter: str, monkeypatch: pytest.Monkey
     instantiate_component(cfg.segmenter)
 
 
+@pytest.mark.slow  # a composition per option
 @pytest.mark.parametrize("experiment", _options("experiment"))
 def test_every_experiment_composes(experiment: str) -> None:
     cfg = _compose([f"experiment={experiment}"])
@@ -94,6 +99,7 @@ def test_jsonl_data_without_a_path_fails_naming_the_key() -> None:
     assert "path" in str(excinfo.value)
 
 
+@pytest.mark.slow  # a composition per option
 @pytest.mark.parametrize(
     ("experiment", "hub_id"),
     [("paper_qwen2.5_7b", "Qwen/Qwen2.5-7B-Instruct"), ("paper_llama3.1_8b", "meta-llama/Llama-3.1-8B-Instruct")],
@@ -119,6 +125,7 @@ def _hydra_node(overrides: list[str]):
         return compose("config", overrides=overrides, return_hydra_config=True).hydra
 
 
+@pytest.mark.slow  # a composition per option
 @pytest.mark.parametrize(
     ("override", "target"),
     [
@@ -133,6 +140,7 @@ def test_launcher_and_sweeper_configs_compose(override: str, target: str) -> Non
     assert node[group]._target_ == target
 
 
+@pytest.mark.slow  # several compositions
 def test_tuning_experiment_samples_weights_through_tune_variables() -> None:
     node = _hydra_node(["experiment=tune_hipo"])
     assert node.sweeper._target_.endswith("OptunaSweeper")
@@ -142,6 +150,7 @@ def test_tuning_experiment_samples_weights_through_tune_variables() -> None:
     assert instantiate_component(cfg.loss).weights().tolist() == pytest.approx([0.25, 0.7, 0.2, 0.3])
 
 
+@pytest.mark.slow  # a composition per option
 @pytest.mark.parametrize(
     ("method", "loss_target", "weights_target"),
     [
@@ -159,6 +168,7 @@ def test_method_presets_select_loss_and_weights(method: str, loss_target: str, w
     assert cfg.method
 
 
+@pytest.mark.slow  # several compositions
 def test_weight_ablation_labels_each_run_by_its_weights() -> None:
     from hipo.app.builders import method_label
 
@@ -166,6 +176,7 @@ def test_weight_ablation_labels_each_run_by_its_weights() -> None:
     assert method_label(cfg, {"loss/weights": "mt_only"}) == "hipo-mt_only"  # a pinned `method` would merge them
 
 
+@pytest.mark.slow  # a composition per case
 @pytest.mark.parametrize(("max_steps", "expected"), [(40, [10, 10, 10]), (24, [6, 6, 6]), (10, [3, 3, 2])])
 def test_staged_weights_split_the_run_into_four_stages(max_steps: int, expected: list[int]) -> None:
     cfg = _compose(["loss/weights=staged", f"trainer.max_steps={max_steps}"])

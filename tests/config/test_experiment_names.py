@@ -32,6 +32,7 @@ def test_every_experiment_file_is_listed() -> None:
     assert sorted(p.stem for p in (Path(config_dir()) / "experiment").glob("*.yaml")) == sorted(NAMES)
 
 
+@pytest.mark.slow  # a composition per experiment
 @pytest.mark.parametrize(("experiment", "names"), sorted(NAMES.items()))
 def test_experiment_and_mlflow_names_stay_what_they_were(experiment: str, names: tuple[str, str]) -> None:
     cfg = compose_config([f"experiment={experiment}"])
@@ -44,11 +45,13 @@ def test_without_an_experiment_runs_go_to_the_hipo_experiment() -> None:
     assert cfg.experiment is None and cfg.logger.experiment_name == "hipo"
 
 
+@pytest.mark.slow  # several compositions
 def test_an_explicit_mlflow_experiment_wins() -> None:
     cfg = compose_config(["experiment=demo", "logger.experiment_name=mine"])
     assert (cfg.experiment, cfg.logger.experiment_name) == ("demo", "mine")
 
 
+@pytest.mark.slow  # a composition per case
 @pytest.mark.parametrize("experiment", ["study_cpu", None])
 def test_sweep_callback_is_built_before_hydra_config_is_set(experiment: str | None, monkeypatch) -> None:
     """Hydra instantiates its callbacks from the whole config before ``HydraConfig`` exists (run and multirun)."""

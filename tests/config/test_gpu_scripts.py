@@ -21,6 +21,7 @@ def test_gpu_scripts_are_valid_bash(script: Path) -> None:
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
 
 
+@pytest.mark.slow  # a composition per trainer
 @pytest.mark.parametrize("trainer", ["ddp", "fsdp", "deepspeed"])
 def test_multi_process_trainer_configs_compose(trainer: str) -> None:
     cfg = compose_config(["model=tiny", f"trainer={trainer}", "trainer.devices=2"])
@@ -37,6 +38,7 @@ def _bench_overrides(script: Path) -> list[list[str]]:
     return [[t for t in c.split() if re.match(r"^bench[./]\w[\w.\-/]*=[^$\"]+$", t)] for c in commands]
 
 
+@pytest.mark.slow  # a composition per bench command
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_gpu_bench_commands_compose_and_their_variants_validate(script: Path) -> None:
     from hipo.app.bench import to_bench_config

@@ -17,6 +17,7 @@ def test_every_command_has_a_root_config_here() -> None:
     assert sorted({root for _, _, root in COMMANDS.values()}) == ROOTS
 
 
+@pytest.mark.slow  # a composition per command
 @pytest.mark.parametrize("root", ROOTS)
 def test_hydra_run_and_sweep_folders_are_output_folders(root: str) -> None:
     register_configs()

@@ -17,6 +17,8 @@ from hydra.utils import instantiate
 from hipo.cli import config_dir
 from hipo.config import register_configs
 
+pytestmark = pytest.mark.slow  # composes the SLURM launcher and renders its submission
+
 
 def _submission(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *overrides: str) -> str:
     register_configs()

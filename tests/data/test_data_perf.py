@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from data_perf_prepare import time_bare_tokenization, time_prepare
+
+from tests.helpers.data_perf_prepare import time_bare_tokenization, time_prepare
 
 PAIRS = 10_000
 TARGET_S = 15.0  # 30 s for 20k pairs

@@ -35,6 +35,7 @@ def _prepare(tokenizer: Any, root: Path, source: Any = None, **options: Any) -> 
     return prepare_data(source or SyntheticSource(40, seed=1), FieldsSegmenter(), pt, cache_root=root, **options)
 
 
+@pytest.mark.slow  # prepares the data several times
 def test_cache_is_reused_and_invalidated(smollm2_tokenizer: Any, tmp_path: Path) -> None:
     CountingTokenizer.calls = 0
     first = _prepare(smollm2_tokenizer, tmp_path)
@@ -162,6 +163,7 @@ def test_datamodule_requires_setup_and_matching_segments(smollm2_tokenizer: Any,
         _ = module.stats
 
 
+@pytest.mark.slow  # loads the tokenizer from its folder
 def test_datamodule_loads_a_named_tokenizer_as_the_model_loader_does(smollm2_tokenizer: Any, tmp_path: Path) -> None:
     """A model name instead of a tokenizer: loaded by hipo.models.loading.load_tokenizer (pad token, right padding)."""
     module = PreferenceDataModule(SyntheticSource(4), FieldsSegmenter(), "embedded:smollm2-135m", cache_root=tmp_path)

@@ -52,6 +52,7 @@ def _worker(rank: int, port: int, folder: str) -> None:
         (Path(folder) / f"metrics-{rank}").write_text(repr(metrics.compute()))
 
 
+@pytest.mark.slow  # spawns two worker processes (gloo)
 def test_rank_zero_writes_first_and_held_out_sums_are_exact(tmp_path: Path) -> None:
     mp.start_processes(_worker, args=(free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
     assert (tmp_path / "cache.txt").read_text() == "computed by 0"

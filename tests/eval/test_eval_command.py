@@ -20,6 +20,8 @@ from hipo.errors import UserError, exit_code_of
 from hipo.eval import benchmark_sources
 from hipo.eval.benchmarks import shared_benchmark_path
 
+pytestmark = pytest.mark.slow  # `hipo eval` commands: compose, build the tiny model, generate, log to MLflow
+
 GSM8K = shared_benchmark_path("gsm8k")
 
 

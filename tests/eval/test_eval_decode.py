@@ -58,6 +58,7 @@ def ended(model, smollm2_tokenizer):
     return stopped, prompts, reference_ids(stopped, smollm2_tokenizer, prompts, 20)
 
 
+@pytest.mark.slow  # HF generate as the reference, per batch width
 @pytest.mark.parametrize("batch_size", [1, 2, 4, 16])
 def test_greedy_equals_generate_for_every_batch_width(ended, smollm2_tokenizer, batch_size) -> None:
     """Token-identical to unpadded greedy ``generate``: refills (2, 4 slots for 9 prompts) and one full batch (16)."""
@@ -72,6 +73,7 @@ def test_greedy_equals_generate_for_every_batch_width(ended, smollm2_tokenizer, 
     assert output.new_tokens == sum(map(len, expected))
 
 
+@pytest.mark.slow  # HF generate as the reference
 def test_sequences_stop_at_their_first_stop_token(ended, smollm2_tokenizer) -> None:
     """The loop's raw ids end at the first stop token (included, counted) or at the cap; no token follows a stop."""
     stopped, prompts, expected = ended
@@ -89,6 +91,7 @@ def test_sequences_stop_at_their_first_stop_token(ended, smollm2_tokenizer) -> N
     assert finished != sorted(finished)  # sequences are reported as they finish, not in batch order
 
 
+@pytest.mark.slow  # sampling many sequences
 def test_sampling_n_shapes_and_top_p_limit(ended, smollm2_tokenizer) -> None:
     """n samples per prompt in prompt order; a vanishing top_p leaves only the argmax, i.e. greedy."""
     stopped, prompts, expected = ended
@@ -131,6 +134,7 @@ def test_batch_size_comes_from_the_memory_budget(model) -> None:
         GenerationConfig(memory_gib=0)
 
 
+@pytest.mark.slow  # decodes with the progress bar
 def test_progress_bar_counts_sequences_with_tokens_per_second(ended, smollm2_tokenizer, monkeypatch) -> None:
     """One bar update per finished sequence (total = prompts x n) and a tok_s postfix."""
     import hipo.eval.generation as generation
@@ -159,6 +163,7 @@ def test_progress_bar_counts_sequences_with_tokens_per_second(ended, smollm2_tok
     assert all("tok_s" in value for kind, value in calls if kind == "postfix")
 
 
+@pytest.mark.slow  # HF generate on the merged model as the reference
 def test_lora_model_with_refills_equals_merged_generate(model, smollm2_tokenizer) -> None:
     """A PeftModel (train mode restored) decodes like ``generate`` of its merged weights, with 2 slots for 5 prompts."""
     from peft import LoraConfig, get_peft_model

@@ -47,6 +47,7 @@ def test_render_prompt_uses_the_chat_template(smollm2_tokenizer) -> None:
         fill_template("no placeholder", "q")
 
 
+@pytest.mark.slow  # generates prompt by prompt as the reference
 def test_batched_greedy_equals_one_by_one_and_keeps_order(model, smollm2_tokenizer, prompts) -> None:
     config = GenerationConfig(max_new_tokens=10, batch_size=3, progress=False)
     output = generate_completions(model, smollm2_tokenizer, prompts, config)
@@ -67,6 +68,7 @@ def test_modes_are_restored(model, smollm2_tokenizer, prompts) -> None:
         model.eval()
 
 
+@pytest.mark.slow  # three sampled generations
 def test_sampling_n_per_prompt_is_seeded(model, smollm2_tokenizer, prompts) -> None:
     config = GenerationConfig(
         max_new_tokens=6, do_sample=True, n=3, temperature=1.0, top_p=0.95, seed=7, progress=False
@@ -82,6 +84,7 @@ def test_sampling_n_per_prompt_is_seeded(model, smollm2_tokenizer, prompts) -> N
     assert other.completions != first.completions
 
 
+@pytest.mark.slow  # generates with the adapter, merged and without
 def test_lora_adapter_is_applied(model, smollm2_tokenizer, prompts) -> None:
     """A PeftModel generates like its merged weights (and unlike the base model)."""
     from peft import LoraConfig, get_peft_model
@@ -110,6 +113,7 @@ def test_config_validation() -> None:
         GenerationConfig(prompt_template="Solve this.")
 
 
+@pytest.mark.slow  # a timing comparison over 16 prompts
 def test_batched_generation_is_faster_per_token(smollm2_tokenizer) -> None:
     """Batch 8 vs batch 1 on 16 prompts x 24 tokens: tokens/s ratio well above 1 (overhead amortized)."""
     tiny = build_tiny_model(seed=0)

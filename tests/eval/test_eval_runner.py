@@ -21,10 +21,11 @@ RECORD_KEYS = {"id", "prompt", "generation", "extracted", "gold", "correct", "no
 
 
 @pytest.fixture
-def tracking(tmp_path: Path) -> Iterator[str]:
-    """A fresh SQLite MLflow store with an experiment whose artifacts live under tmp_path; restores the old URI."""
+def tracking(tmp_path: Path, mlflow_uri: str) -> Iterator[str]:
+    """A fresh SQLite MLflow store (``mlflow_uri``: a copy of the migrated template, in tmp_path) with an experiment
+    whose artifacts live under tmp_path; restores the old URI."""
     previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    mlflow.set_tracking_uri(mlflow_uri)
     experiment = mlflow.create_experiment("eval-test", artifact_location=(tmp_path / "artifacts").as_uri())
     try:
         yield experiment
@@ -75,6 +76,7 @@ def toy_benchmark(name: str = "toy", answer_format: str = "expression") -> Bench
     )
 
 
+@pytest.mark.slow  # generates with the tiny model
 def test_tiny_model_on_two_benchmarks_logs_metrics_and_samples(
     tmp_path: Path, tracking: str, smollm2_tokenizer
 ) -> None:
@@ -135,6 +137,7 @@ def test_accuracy_pass_and_maj_at_k_are_exact() -> None:
     assert result.metrics()["eval/toy/skipped_rows"] == 1
 
 
+@pytest.mark.slow  # an MLflow store (its schema migrations, the first time)
 def test_judge_scores_are_recorded_and_averaged(tracking: str) -> None:
     engine = ScriptedEngine({"Question A": ["\\boxed{2}"], "Question B": ["FAIL"], "Question C": ["\\boxed{9}"]})
     judge = ConstantJudge()

@@ -88,6 +88,7 @@ def _adapter_output(tmp_path: Path) -> Path:
     return final
 
 
+@pytest.mark.slow  # `hipo eval` with a fake vLLM: a composition and a run logged to MLflow
 def test_vllm_engine_evaluates_the_checkpoint_adapter_without_loading_transformers_weights(
     tmp_path: Path, mlflow_uri: str, fake_vllm: _Calls, no_transformers_weights: None
 ) -> None:
@@ -116,6 +117,7 @@ def test_vllm_engine_evaluates_the_checkpoint_adapter_without_loading_transforme
     assert run.data.metrics["eval/synthetic/num_items"] == 3 and run.data.metrics["eval/synthetic/no_answer"] == 0
 
 
+@pytest.mark.slow  # composes the eval config
 def test_vllm_engine_refuses_a_lightning_checkpoint_by_name(tmp_path: Path, fake_vllm: _Calls) -> None:
     ckpt = tmp_path / "last.ckpt"
     ckpt.write_bytes(b"not read")
@@ -127,6 +129,7 @@ def test_vllm_engine_refuses_a_lightning_checkpoint_by_name(tmp_path: Path, fake
     assert fake_vllm.engine == {}
 
 
+@pytest.mark.slow  # composes the training config
 def test_training_refuses_end_of_training_evaluation_with_vllm() -> None:
     cfg = compose_config(["model=tiny", "evaluate.enabled=true", "evaluate.engine=vllm"])
     with pytest.raises(ConfigError, match="hipo eval checkpoint=<output_dir>/final evaluate.engine=vllm"):

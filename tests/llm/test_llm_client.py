@@ -64,6 +64,7 @@ def test_reply_failing_validation_is_asked_again_a_bounded_number_of_times(fake_
     assert fake_openai.count == 4
 
 
+@pytest.mark.slow  # waits for Retry-After
 def test_429_waits_for_retry_after_then_succeeds(fake_openai) -> None:
     fake_openai.push(status=429, Retry_After="1")
     fake_openai.push({"x": 1})
@@ -90,6 +91,7 @@ def test_client_errors_are_not_retried(fake_openai) -> None:
     assert fake_openai.count == 1
 
 
+@pytest.mark.slow  # waits for a request timeout
 def test_timeout_then_success(fake_openai) -> None:
     fake_openai.push({"x": 0}, delay_s=1.0)
     fake_openai.push({"x": 9})
@@ -97,6 +99,7 @@ def test_timeout_then_success(fake_openai) -> None:
     assert fake_openai.count == 2
 
 
+@pytest.mark.slow  # waits for request timeouts
 def test_timeouts_exhaust_retries(fake_openai) -> None:
     fake_openai.always({"x": 0}, delay_s=0.6)
     with pytest.raises(LLMError, match="timeout") as raised:

@@ -84,6 +84,7 @@ def test_429_then_success(fake_openai) -> None:
     assert fake_openai.count == 2
 
 
+@pytest.mark.slow  # waits for request timeouts
 def test_timeout_then_failure_is_recorded_not_raised(fake_openai) -> None:
     fake_openai.always(reply(), delay_s=1.0)  # every attempt outlives the 0.5 s client timeout
     judgment = make_judge(fake_openai).judge(REQUEST)
@@ -100,6 +101,7 @@ def test_cache_hit_makes_no_request(fake_openai, tmp_path: Path) -> None:
     assert fake_openai.count == 1
 
 
+@pytest.mark.slow  # delayed replies
 def test_judge_many_keeps_order_limits_concurrency_and_survives_failures(fake_openai) -> None:
     def answer(body: dict[str, Any]) -> Any:
         text = body["messages"][1]["content"]

@@ -37,6 +37,7 @@ def ask(client: ChatClient, item: str) -> ChatResult[int]:
     return client.complete_json([{"role": "user", "content": f"item {item}"}], echo_n)
 
 
+@pytest.mark.slow  # delayed replies
 def test_pool_keeps_order_bounds_concurrency_and_counts(fake_openai, tmp_path: Path, capsys) -> None:
     fake_openai.default = answer_n(fake_openai, delay_s=0.2)
     client = ChatClient(base_url=fake_openai.url, model="m", max_retries=0, cache_dir=tmp_path)
@@ -70,6 +71,7 @@ def test_unexpected_errors_propagate_and_queued_tasks_are_dropped() -> None:
     assert len(started) < 50
 
 
+@pytest.mark.slow  # waits between request starts
 def test_rate_limiter_spaces_request_starts(fake_openai, tmp_path: Path) -> None:
     fake_openai.default = answer_n(fake_openai)
     client = ChatClient(base_url=fake_openai.url, model="m", requests_per_minute=300, cache_dir=tmp_path)  # 0.2 s
@@ -95,6 +97,7 @@ def test_rate_limiter_alone() -> None:
         RequestPool(concurrency=0)
 
 
+@pytest.mark.slow  # a judged batch against the fake server
 def test_judge_many_reports_stats_and_a_summary(fake_openai, tmp_path: Path, caplog) -> None:
     from hipo.eval.judge import DIMENSION_KEYS, Judge, JudgeRequest
 

@@ -153,6 +153,7 @@ def test_malformed_then_429_then_good(fake_openai) -> None:
     assert fake_openai.count == 3
 
 
+@pytest.mark.slow  # waits for request timeouts
 def test_timeout_is_a_request_failure(fake_openai) -> None:
     fake_openai.always(GOOD[ROW["chosen"]], delay_s=0.8)
     decomposer = make_decomposer(fake_openai)
@@ -195,6 +196,7 @@ def test_prepare_data_decomposes_concurrently_8x_faster(fake_openai, byte_tokeni
     assert serial_s / parallel_s >= 8
 
 
+@pytest.mark.slow  # three decompositions of 12 requests each
 def test_interrupted_decomposition_resumes_exactly(fake_openai, byte_tokenizer, tmp_path: Path) -> None:
     """The server dies after K replies; the rerun asks for exactly the rest; a third run asks for nothing."""
     source, table = numbered_rows(tmp_path / "rows.jsonl", 6)  # 12 requests
@@ -244,6 +246,7 @@ def test_interrupted_decomposition_resumes_exactly(fake_openai, byte_tokenizer, 
     assert fake_openai.count == before
 
 
+@pytest.mark.slow  # two data preparations against the fake server
 def test_failures_under_skip_are_counted_and_the_result_is_cached(
     fake_openai, byte_tokenizer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -272,6 +275,7 @@ def test_failures_under_skip_are_counted_and_the_result_is_cached(
     assert whole.stats.single_segment == 1 and len(whole.train) == 4
 
 
+@pytest.mark.slow  # composes and runs `hipo segment`
 def test_hipo_segment_prepares_only_the_rows_it_shows_concurrently(fake_openai, tmp_path: Path) -> None:
     source, table = numbered_rows(tmp_path / "rows.jsonl", 8)
     broken = next(answer for answer in table if answer.startswith("1 + 5 = 6"))

@@ -30,6 +30,7 @@ def test_the_loss_configs_are_the_known_ones() -> None:
     assert LOSSES == sorted(EXPECTED)  # a new conf/loss option needs its row in EXPECTED
 
 
+@pytest.mark.slow  # a composition per loss
 @pytest.mark.parametrize("name", LOSSES)
 def test_every_configured_loss_is_a_preference_loss(name: str) -> None:
     cfg = compose_config([f"loss={name}"])
@@ -45,6 +46,7 @@ def test_every_configured_loss_is_a_preference_loss(name: str) -> None:
         assert loss.weights is None
 
 
+@pytest.mark.slow  # a composition per weight option
 @pytest.mark.parametrize("weights", WEIGHTS)
 def test_every_weight_option_gives_a_hipo_loss_with_those_weights(weights: str) -> None:
     cfg = compose_config(["loss=hipo", f"loss/weights={weights}"])

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_batches import adam_step, padded_batch, random_sequences
 
 from hipo.app.builders import build_policy
 from hipo.config.compose import compose_config
@@ -31,6 +30,9 @@ from hipo.models.lora import (
 from hipo.models.reference import AdapterReference, FrozenCopyReference, build_reference
 from hipo.models.tiny import build_tiny_model
 from hipo.training.module import PreferenceModule
+from tests.helpers.model_batches import adam_step, padded_batch, random_sequences
+
+pytestmark = pytest.mark.slow  # builds, trains and reloads LoRA policies from a saved adapter
 
 S = 3
 

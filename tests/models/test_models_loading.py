@@ -6,12 +6,12 @@ import copy
 
 import pytest
 import torch
-from model_batches import padded_batch
 
 from hipo.models.embedded import ensure_converted
 from hipo.models.loading import load_model, maybe_compile, prepare_tokenizer
 from hipo.models.logprobs import decoder_and_head, sequence_segment_logps
 from hipo.models.tiny import build_tiny_model
+from tests.helpers.model_batches import padded_batch
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +23,7 @@ def saved_tiny(tmp_path_factory, smollm2_tokenizer):
     return folder
 
 
+@pytest.mark.slow  # saves and reloads the tiny model
 def test_local_folder_loads_the_same_weights(saved_tiny):
     model, tokenizer = load_model(str(saved_tiny))
     reference = build_tiny_model(seed=7)
@@ -37,6 +38,7 @@ def test_local_folder_loads_the_same_weights(saved_tiny):
         torch.testing.assert_close(model(ids).logits, reference(ids).logits)
 
 
+@pytest.mark.slow  # reloads the saved tiny model
 def test_local_folder_dtype_attention_and_checkpointing(saved_tiny):
     model, _ = load_model(str(saved_tiny), dtype="bf16", attn_implementation="eager", gradient_checkpointing=True)
     assert all(p.dtype == torch.bfloat16 for p in model.parameters())
@@ -75,6 +77,7 @@ def test_missing_sources_give_clear_errors(tmp_path, monkeypatch):
         load_model("hipo-test/no-such-model", revision="v2")
 
 
+@pytest.mark.slow  # deep copies of the real tokenizer
 def test_prepare_tokenizer_falls_back_to_eos(smollm2_tokenizer):
     tokenizer = copy.deepcopy(smollm2_tokenizer)
     tokenizer.pad_token = None
@@ -88,6 +91,7 @@ def test_prepare_tokenizer_falls_back_to_eos(smollm2_tokenizer):
         prepare_tokenizer(copy.deepcopy(smollm2_tokenizer), build_tiny_model(vocab_size=1000))
 
 
+@pytest.mark.slow  # torch.compile
 def test_maybe_compile_keeps_values_and_parameter_names():
     model = build_tiny_model(seed=0)
     names = [n for n, _ in model.named_parameters()]

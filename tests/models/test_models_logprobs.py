@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from model_batches import packed_batch, padded_batch, random_sequences
 
 from hipo.models.loading import enable_gradient_checkpointing
 from hipo.models.logprobs import (
@@ -15,6 +14,7 @@ from hipo.models.logprobs import (
     token_logps,
 )
 from hipo.models.tiny import build_tiny_model
+from tests.helpers.model_batches import packed_batch, padded_batch, random_sequences
 
 S = 3
 VOCAB = 49152
@@ -69,6 +69,7 @@ def model64():
     return build_tiny_model(seed=0).double()
 
 
+@pytest.mark.slow  # naive and chunked passes with backward, in fp32 and fp64, per chunk size
 @pytest.mark.parametrize("chunk_size", [1, 5, 64, 10_000])
 @pytest.mark.parametrize("checkpoint_chunks", [True, False])
 def test_chunked_equals_naive_values_and_gradients(model, model64, sequences, chunk_size, checkpoint_chunks):
@@ -143,6 +144,7 @@ def test_peft_wrapped_model(sequences):
         torch.testing.assert_close(token_logps(policy, batch), naive_token_logps(policy, batch), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # bf16 matmuls are slow on CPUs without bf16 instructions
 def test_bf16_is_close_to_fp32_and_returns_fp32(sequences):
     model32 = build_tiny_model(seed=0)
     model16 = build_tiny_model(seed=0).to(torch.bfloat16)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_batches import adam_step, padded_batch, random_sequences
 
 from hipo.models.logprobs import naive_token_logps, sequence_segment_logps
 from hipo.models.lora import apply_lora, load_adapter, save_adapter
 from hipo.models.reference import AdapterDisabledReference, FrozenCopyReference, build_reference
 from hipo.models.tiny import build_tiny_model
+from tests.helpers.model_batches import adam_step, padded_batch, random_sequences
 
 S = 3
 

@@ -10,12 +10,13 @@ the log-softmax) for backward; the chunked path never holds more than [chunk, V]
 
 from __future__ import annotations
 
+import pytest
 import torch
-from model_batches import padded_batch, random_sequences
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from hipo.models.logprobs import naive_token_logps, token_logps
 from hipo.models.tiny import build_tiny_model
+from tests.helpers.model_batches import padded_batch, random_sequences
 
 VOCAB = 49152
 
@@ -51,6 +52,7 @@ def measure(fn) -> tuple[int, int]:
     return mode.largest, sum(saved.values())
 
 
+@pytest.mark.slow  # peak-memory measurement
 def test_chunked_log_probs_use_far_less_memory_than_naive():
     """R x T = 8 x 64 = 512 positions, V = 49152: naive logits are 512 x 49152 x 4 B = 100.7 MB; a chunk of 32 rows
     is 32 x 49152 x 4 B = 6.3 MB. The tied embedding / LM head weight (49152 x 64 x 4 B = 12.6 MB) and its gradient

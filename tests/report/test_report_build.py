@@ -13,6 +13,8 @@ from mlflow.tracking import MlflowClient
 from hipo.report import build_report
 from hipo.report.collect import collect_runs
 
+pytestmark = pytest.mark.slow  # reports of a fake sweep in a fresh MLflow store
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

@@ -12,6 +12,7 @@ import pytest
 from hipo.cli import main
 
 
+@pytest.mark.slow  # `hipo report` with its plots
 def test_report_command_writes_no_log_into_the_working_directory(
     fake_sweep: Callable[..., dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -25,6 +25,7 @@ def _is_png_with_content(path: Path) -> bool:
     return image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100 and float(np.std(image)) > 0.01
 
 
+@pytest.mark.slow  # renders every plot with matplotlib
 def test_each_plot_writes_a_png(tmp_path: Path) -> None:
     hist = [[(s, 0.1 * s + 0.01 * seed) for s in range(5)] for seed in range(3)]
     curves = {"margin": {"Mt": {"dpo": hist, "hipo": hist}}, "accuracy": {"Mt": {"hipo": hist}, "Ra": {"dpo": hist}}}

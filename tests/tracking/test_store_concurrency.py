@@ -90,6 +90,7 @@ def _launch_together(uri: str, tmp_path: Path, processes: int) -> list[subproces
                 child.wait()
 
 
+@pytest.mark.slow  # 6 Python processes importing MLflow
 def test_processes_started_together_on_a_new_sqlite_store_all_finish_and_lose_no_metric(tmp_path: Path) -> None:
     db = tmp_path / "store" / "mlflow.db"
     uri = f"sqlite:///{db}"
@@ -127,6 +128,7 @@ def test_sqlite_path_resolves_files_and_ignores_other_stores(tmp_path: Path, mon
     assert lock_path(tmp_path / "mlflow.db") == tmp_path / "mlflow.db.lock"
 
 
+@pytest.mark.slow  # runs MLflow's schema migrations on a new store
 def test_prepare_store_migrates_once_per_process_under_the_lock(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -169,6 +171,7 @@ def test_get_or_create_experiment_returns_the_experiment_another_process_created
         get_or_create_experiment(_RacingClient(INTERNAL_ERROR), "x", None)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow  # an MLflow store (its schema migrations, the first time)
 def test_get_or_create_experiment_on_a_real_store(mlflow_uri: str) -> None:
     client = MlflowClient(mlflow_uri)
     first = get_or_create_experiment(client, "twice", None)

@@ -137,6 +137,7 @@ def _run_fake_sweep(tmp_path: Path, uri: str, fail_second: bool) -> tuple[MLflow
     return callback, sweep_dir
 
 
+@pytest.mark.slow  # a sweep in MLflow
 def test_callback_creates_parent_nests_children_and_finishes(tmp_path: Path, mlflow_uri: str, clean_env) -> None:
     callback, sweep_dir = _run_fake_sweep(tmp_path, mlflow_uri, fail_second=False)
     client = MlflowClient(mlflow_uri)
@@ -158,6 +159,7 @@ def test_callback_creates_parent_nests_children_and_finishes(tmp_path: Path, mlf
     assert PARENT_ENV not in os.environ  # restored after the sweep: a later single run is not nested by mistake
 
 
+@pytest.mark.slow  # a sweep in MLflow
 def test_callback_marks_parent_failed_when_a_child_failed(tmp_path: Path, mlflow_uri: str, clean_env) -> None:
     callback, _ = _run_fake_sweep(tmp_path, mlflow_uri, fail_second=True)
     client = MlflowClient(mlflow_uri)
@@ -168,6 +170,7 @@ def test_callback_marks_parent_failed_when_a_child_failed(tmp_path: Path, mlflow
     assert "1/2 child runs finished, 1 failed" in text and "RuntimeError: boom" in text
 
 
+@pytest.mark.slow  # a sweep in MLflow
 def test_atexit_fallback_never_leaves_the_parent_running(tmp_path: Path, mlflow_uri: str, clean_env) -> None:
     callback = MLflowSweepCallback(mlflow_uri, "hipo-test")
     callback.on_multirun_start(_multirun_config(tmp_path / "sweep", ["seed=0,1"]))
@@ -224,6 +227,7 @@ hydra:
 """
 
 
+@pytest.mark.slow  # a real Hydra multirun in a subprocess
 def test_real_hydra_multirun_groups_jobs_under_one_parent(tmp_path: Path, mlflow_uri: str) -> None:
     (tmp_path / "app.py").write_text(APP)
     (tmp_path / "config.yaml").write_text(CONFIG.replace("SWEEP_DIR", str(tmp_path / "multirun")))
@@ -249,6 +253,7 @@ def test_real_hydra_multirun_groups_jobs_under_one_parent(tmp_path: Path, mlflow
     assert json.loads((tmp_path / "multirun" / PARENT_FILE).read_text())["run_id"] == parent.info.run_id
 
 
+@pytest.mark.slow  # a composition and a sweep in MLflow
 def test_keys_swept_by_the_config_itself_are_named(
     tmp_path: Path, mlflow_uri: str, clean_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -27,6 +27,8 @@ from hipo.models.lora import REFERENCE_ADAPTER, TRAINABLE_ADAPTER
 from hipo.models.reference import AdapterReference
 from hipo.training.module import PreferenceModule
 
+pytestmark = pytest.mark.slow  # three tiny-model `hipo train` runs
+
 TERMS = ("Rq", "Mt", "Ra", "whole")
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_runs import TINY_TRAIN, final_weights, history, run_hipo, runs_of
 from mlflow.tracking import MlflowClient
 
 from hipo.models.tiny import build_tiny_model
+from tests.helpers.cli_runs import TINY_TRAIN, final_weights, history, run_hipo, runs_of
 
 pytestmark = pytest.mark.slow
 

@@ -49,6 +49,7 @@ def test_auto_accelerator_without_cuda_is_the_cpu(monkeypatch: pytest.MonkeyPatc
     assert resolve_precision("auto", "auto")[0] == "32-true"
 
 
+@pytest.mark.slow  # a composition
 def test_the_cpu_trainer_config_resolves_auto_before_training(monkeypatch: pytest.MonkeyPatch) -> None:
     from hipo.app.train_setup import _resolve_precision
     from hipo.app.validate import validate_trainer

@@ -59,6 +59,7 @@ def test_tqdm_bar_describes_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     assert bar.train_progress_bar.desc.startswith("step 5/16")
 
 
+@pytest.mark.slow  # a tiny-model training run
 @pytest.mark.parametrize("enabled", [True, False])
 def test_training_uses_the_step_bar(enabled: bool, tmp_path: Path) -> None:
     cfg = compose_config(

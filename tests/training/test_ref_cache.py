@@ -126,6 +126,7 @@ def test_signatures_ignore_layout_and_see_content(smollm2_tokenizer, tmp_path: P
     assert sequence_signatures(one)[0] != sequence_signatures(one)[1]
 
 
+@pytest.mark.slow  # the naive reference scores every sequence alone
 @pytest.mark.parametrize("packed", [False, True])
 def test_cached_equals_live_and_is_reused(smollm2_tokenizer, model, tmp_path: Path, packed: bool) -> None:
     dm = make_datamodule(smollm2_tokenizer, tmp_path, packed=packed, pack_length=512)
@@ -145,6 +146,7 @@ def test_cached_equals_live_and_is_reused(smollm2_tokenizer, model, tmp_path: Pa
     assert torch.equal(torch.from_numpy(again.table.sums), torch.from_numpy(cached.table.sums))
 
 
+@pytest.mark.slow  # the naive reference scores every sequence alone
 def test_kto_kl_rows_are_scored_live(smollm2_tokenizer, model, tmp_path: Path) -> None:
     dm = make_datamodule(smollm2_tokenizer, tmp_path)
     live = NaiveReference(model)
@@ -163,6 +165,7 @@ def _key_and_recompute(live, sequences, parts, root) -> tuple[str, bool]:
     return cache_key(parts, 3), from_disk
 
 
+@pytest.mark.slow  # builds several tiny models and data modules
 def test_fingerprint_changes_with_tokenizer_data_adapter_and_weights(smollm2_tokenizer, model, tmp_path) -> None:
     """Each change gives a new key, and that key misses the cache (the reference pass runs again)."""
     dm = make_datamodule(smollm2_tokenizer, tmp_path)
@@ -219,6 +222,7 @@ def with_rope_theta(model: torch.nn.Module, theta: float) -> LlamaForCausalLM:
     return other.eval()
 
 
+@pytest.mark.slow  # builds several tiny models and data modules
 def test_fingerprint_covers_config_attention_precision_and_software(
     smollm2_tokenizer, model, tmp_path, monkeypatch
 ) -> None:
@@ -262,6 +266,7 @@ def test_fingerprint_covers_config_attention_precision_and_software(
         keys.add(new_key)
 
 
+@pytest.mark.slow  # builds and trains LoRA adapters
 def test_adapter_part_covers_exactly_the_reference_adapter(smollm2_tokenizer, model, tmp_path) -> None:
     """Continued training holds two adapters: training the trainable one must not change the key; another starting
     (reference) adapter, or the same tensors under another lora_alpha, must."""

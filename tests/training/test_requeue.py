@@ -13,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cli_runs import TINY_TRAIN, history, run_hipo, runs_of
+
+from tests.helpers.cli_runs import TINY_TRAIN, history, run_hipo, runs_of
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_runs import TINY_TRAIN, final_weights, history, isolated_cache, run_hipo, runs_of
+
+from tests.helpers.cli_runs import TINY_TRAIN, final_weights, history, isolated_cache, run_hipo, runs_of
 
 pytestmark = pytest.mark.slow
 

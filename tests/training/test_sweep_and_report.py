@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from hipo.app.report import report_command
 from hipo.config.compose import compose_config
+
+pytestmark = pytest.mark.slow  # a real `hipo train -m` sweep (4 trainings + eval) in a subprocess, then a report
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

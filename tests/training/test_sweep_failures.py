@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cli_runs import TINY, TINY_TRAIN, run_hipo, runs_of, write_pairs
 from mlflow.tracking import MlflowClient
+
+from tests.helpers.cli_runs import TINY, TINY_TRAIN, run_hipo, runs_of, write_pairs
+
+pytestmark = pytest.mark.slow  # the real `hipo` command in subprocesses (seconds of start-up each)
 
 
 def test_a_sweep_with_a_bad_data_file_records_the_failure_goes_on_and_exits_nonzero(

@@ -16,6 +16,8 @@ from hipo.app import train as train_app
 from hipo.data.errors import DataError
 from hipo.training.module import PreferenceModule
 
+pytestmark = pytest.mark.slow  # tiny-model `hipo train` runs into a fresh MLflow store
+
 
 def _runs(cfg: DictConfig) -> list:
     client = MlflowClient(cfg.logger.tracking_uri)

@@ -14,6 +14,8 @@ from hipo.app.eval_model import load_for_eval
 from hipo.config.compose import compose_config
 from hipo.training.module import PreferenceModule
 
+pytestmark = pytest.mark.slow  # a tiny-model `hipo train` run per test
+
 
 def _lora_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n.replace(".default", ""): p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}

@@ -1,7 +1,7 @@
-"""Timing of segmenting + tokenizing Math-Stack-Exchange-like pairs (used by test_perf.py and runnable alone).
+"""Timing of segmenting + tokenizing Math-Stack-Exchange-like pairs (used by test_data_perf.py; runnable alone).
 
 Prompts of ~150 tokens and responses of ~300-600 tokens, pre-decomposed (Rq_a … Ra_b) like the paper's data.
-Run: ``python tests/data/data_perf_prepare.py 20000``.
+Run: ``python tests/helpers/data_perf_prepare.py 20000``.
 """
 
 from __future__ import annotations

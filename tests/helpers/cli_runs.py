@@ -12,8 +12,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-HELPERS = REPO_ROOT / "tests" / "helpers"
+HELPERS = Path(__file__).resolve().parent  # put on PYTHONPATH: the subprocesses import its sitecustomize.py
 
 TINY = ["model=tiny", "trainer.enable_progress_bar=false", "optim.lr=1e-3"]
 TINY_TRAIN = [*TINY, "data.source.num_pairs=24", "data.val_source.num_pairs=8"]  # small synthetic data

@@ -1,0 +1,80 @@
+"""`hipo pipeline`'s orchestration with its steps replaced: what it prepares, which commands it starts, in which
+order and with which overrides, and how a failed step ends it. (The real pipeline: tests/llm/test_paper_pipeline.py.)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from omegaconf import DictConfig, OmegaConf
+
+from hipo.app import pipeline
+from hipo.errors import ConfigError
+
+TRACKING = "logger.tracking_uri=sqlite:///runs.db"
+OVERRIDES = ["experiment=demo", "method=dpo,hipo", TRACKING, "hydra.run.dir=/elsewhere", "output_dir=/elsewhere/out"]
+CHILD = [sys.executable, "-m", "hipo.cli"]
+
+
+class Steps:
+    """What the pipeline did, in order: ``("prepare", cfg)`` and the argv of each child command it started. The
+    children exit with ``exits[step name]`` (default 0)."""
+
+    def __init__(self) -> None:
+        self.done: list[Any] = []
+        self.exits: dict[str, int] = {}
+
+    def prepare(self, cfg: DictConfig) -> dict[str, int]:
+        self.done.append(("prepare", cfg))
+        return {"pairs": 3}
+
+    def call(self, argv: list[str]) -> int:
+        self.done.append(argv)
+        return self.exits.get(argv[3], 0)
+
+
+@pytest.fixture
+def steps(monkeypatch: pytest.MonkeyPatch) -> Steps:
+    steps = Steps()
+    monkeypatch.setattr(pipeline, "_task_overrides", lambda: list(OVERRIDES))
+    monkeypatch.setattr(pipeline, "prepare_once", steps.prepare)
+    monkeypatch.setattr(pipeline.subprocess, "call", steps.call)
+    return steps
+
+
+def _cfg(tmp_path: Path, experiment: str | None = "demo") -> DictConfig:
+    return OmegaConf.create({"experiment": experiment, "output_dir": str(tmp_path / "out")})
+
+
+def test_prepare_then_the_training_sweep_then_the_report(tmp_path: Path, steps: Steps) -> None:
+    cfg = _cfg(tmp_path)
+    result = pipeline.pipeline_command(cfg)
+    prepare, train, report = steps.done
+    assert prepare == ("prepare", cfg)
+    # the sweep gets every override but this command's own folders
+    assert train == [*CHILD, "train", "-m", "experiment=demo", "method=dpo,hipo", TRACKING]
+    # the report: the experiment, its folder and the tracking overrides only (it knows no `method`)
+    report_dir = tmp_path / "out" / "report"
+    assert report == [*CHILD, "report", "experiment=demo", f"out_dir={report_dir}", TRACKING]
+    assert result["stats"] == {"pairs": 3} and result["report_dir"] == str(report_dir)
+    assert set(result["timings"]) == {"prepare_s", "train_s", "report_s"}
+
+
+def test_a_failed_step_ends_the_pipeline_with_its_exit_code(
+    tmp_path: Path, steps: Steps, capsys: pytest.CaptureFixture[str]
+) -> None:
+    steps.exits["train"] = 3
+    with pytest.raises(SystemExit) as exit_:
+        pipeline.pipeline_command(_cfg(tmp_path))
+    assert exit_.value.code == 3
+    assert [step[3] for step in steps.done[1:]] == ["train"]  # no report after a failed sweep
+    assert "step train failed (exit 3)" in capsys.readouterr().err
+
+
+def test_without_an_experiment_nothing_runs(tmp_path: Path, steps: Steps) -> None:
+    with pytest.raises(ConfigError, match="experiment=NAME"):
+        pipeline.pipeline_command(_cfg(tmp_path, experiment=None))
+    assert steps.done == []
