@@ -9,7 +9,7 @@ TORCH := torch==2.13.0
 TORCH_INDEX := $(shell command -v nvidia-smi >/dev/null 2>&1 || ls /opt/wheels/torch-2.13.0+cpu* >/dev/null 2>&1 || echo --extra-index-url https://download.pytorch.org/whl/cpu)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast lint format bench clean-venv
+.PHONY: install demo test test-fast lint format perf bench clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,8 +42,14 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff format src tests && $(VENV)/bin/ruff check --fix src tests
 
-bench: $(STAMP)
-	$(VENV)/bin/hipo bench
+## Step time / useful tokens/s / peak memory of training variants (`hipo perf`, default: tiny shape, smoke suite).
+perf: $(STAMP)
+	$(VENV)/bin/hipo perf
+
+## Old name of `make perf` (kept for one release).
+bench:
+	@echo "make bench is deprecated: use make perf" >&2
+	@$(MAKE) --no-print-directory perf
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,4 +1,4 @@
-"""The ``hipo`` command: ``hipo train|eval|segment|report|bench|pipeline [hydra overrides...] [--verbose]``.
+"""The ``hipo`` command: ``hipo train|eval|segment|report|perf|pipeline [hydra overrides...] [--verbose]``.
 
 How a command ends (see :mod:`hipo.errors`): 0 when it finished; 2 for a user error (bad data or config: one line
 ``error: ...``, plus ``hint: ...`` when there is advice; the traceback only with ``--verbose`` or
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -24,25 +25,32 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     # name: (module, function, root config)
     "train": ("hipo.app.train", "train", "config"),
     "segment": ("hipo.app.segment", "segment", "config"),
-    "eval": ("hipo.app.evaluate", "evaluate_command", "eval"),
-    "report": ("hipo.app.report", "report_command", "report"),
-    "bench": ("hipo.app.bench", "bench_command", "bench"),
+    "eval": ("hipo.app.eval_command", "evaluate_command", "eval"),
+    "report": ("hipo.app.report_command", "report_command", "report"),
+    "perf": ("hipo.app.perf_command", "perf_command", "perf"),
     "pipeline": ("hipo.app.pipeline", "pipeline_command", "config"),
 }
 
-USAGE = """usage: hipo {train,eval,segment,report,bench,pipeline} [key=value ...] [-m] [--cfg job] [--verbose] [--help]
+USAGE = """usage: hipo {train,eval,segment,report,perf,pipeline} [key=value ...] [-m] [--cfg job] [--verbose] [--help]
 
   train    train a policy (DPO / HiPO / KTO ...) on segmented preference pairs, tracked in MLflow
   eval     evaluate a model / adapter / checkpoint on math benchmarks (+ optional rubric judge)
   segment  print how N examples of a dataset are segmented into Rq / Mt / Ra, for a person to check
   report   tables and plots of a sweep or experiment from MLflow
-  bench    step-time / throughput / memory benchmark of training variants
+  perf     step time / throughput / memory of training variants, side by side
   pipeline an experiment end to end: LLM decomposition -> training sweep (+ benchmarks, judge) -> report
 
 Overrides are Hydra's: e.g. `hipo train loss=dpo model=tiny trainer.max_steps=10`,
 sweeps with -m: `hipo train -m loss=dpo,hipo seed=0,1,2`. `hipo train --help` lists the config groups.
 --verbose prints the traceback of user errors too (as does HYDRA_FULL_ERROR=1).
+`hipo bench` is the deprecated old name of `hipo perf` (its bench.* / bench/* overrides are read as perf.* / perf/*).
 """
+
+# Old command names that still run, for one release: old name -> (new name, the line printed to stderr).
+DEPRECATED_COMMANDS: dict[str, tuple[str, str]] = {
+    "bench": ("perf", "hipo bench is deprecated: use hipo perf (same options; bench.* keys are now perf.*)"),
+}
+_BENCH_KEY = re.compile(r"^(\+\+|\+|~)?bench(?=[./=]|$)")
 
 VERBOSE_ENV = "HIPO_VERBOSE"
 _HYDRA_FILES = (".hydra",)
@@ -139,6 +147,7 @@ def _hydra_entry(module_name: str, function_name: str, config_name: str, call: _
     from omegaconf import DictConfig
 
     from hipo.config import register_configs
+    from hipo.config.components import check_components
 
     register_configs()
     target = getattr(importlib.import_module(module_name), function_name)
@@ -151,6 +160,7 @@ def _hydra_entry(module_name: str, function_name: str, config_name: str, call: _
         sys.argv = list(call.argv)  # what re-executes this command (e.g. a requeued job) sees the real command line
         multirun = str(HydraConfig.get().mode) == "RunMode.MULTIRUN"
         try:
+            check_components(cfg)  # every `_target_` node against its constructor, before anything loads
             result = target(cfg)
         except BaseException as error:  # noqa: BLE001 - every outcome is reported and becomes an exit code
             return _job_error(error, cfg, multirun)
@@ -182,6 +192,12 @@ def _finish_sweep() -> None:
     raise SystemExit(1)
 
 
+def bench_overrides_as_perf(args: list[str]) -> list[str]:
+    """``hipo bench``'s overrides in ``hipo perf``'s names: a key ``bench.x`` / group ``bench/x`` (also with a
+    ``+``, ``++`` or ``~`` prefix) becomes ``perf.x`` / ``perf/x``; values, flags and other keys are unchanged."""
+    return [arg if arg.startswith("-") else _BENCH_KEY.sub(r"\1perf", arg, count=1) for arg in args]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Dispatches ``hipo <command> ...`` to that command's Hydra app (the rest of argv goes to Hydra)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -192,6 +208,10 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         return
     command, rest = args[0], args[1:]
+    if command in DEPRECATED_COMMANDS:
+        command, notice = DEPRECATED_COMMANDS[command]
+        print(notice, file=sys.stderr)
+        rest = bench_overrides_as_perf(rest)
     if command not in COMMANDS:
         print(f"hipo: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         raise SystemExit(USER_ERROR_EXIT_CODE)

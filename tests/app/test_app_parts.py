@@ -13,12 +13,12 @@ from omegaconf import OmegaConf
 
 from hipo.app.eval_model import resolve_eval_target
 from hipo.app.lightning_trainer import strategy_name
-from hipo.app.report import report_dir
+from hipo.app.report_command import report_dir
 from hipo.app.segment import _skips, first_pairs
 from hipo.app.summary import format_held_out_table
+from hipo.data.data_stats import DataStats
 from hipo.data.segmenters.fields import FieldsSegmenter
 from hipo.data.sources.synthetic import SyntheticSource
-from hipo.data.stats import DataStats
 
 
 def test_held_out_table_rows_before_and_after() -> None:

@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from hipo.app import train as train_app
 from hipo.config.compose import compose_config
-from hipo.data.errors import DataError
+from hipo.data.row_errors import DataError
 from hipo.errors import UserError
 
 pytestmark = pytest.mark.slow  # 55 hypothesis examples, each composing and validating a full training config

@@ -10,7 +10,9 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from hipo.app.builders import instantiate_component
+from hipo.config.components import check_components
 from hipo.config.compose import compose_config
+from hipo.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -94,9 +96,8 @@ def test_paper_weights_are_the_default() -> None:
 
 def test_jsonl_data_without_a_path_fails_naming_the_key() -> None:
     cfg = _compose(["data=jsonl"])
-    with pytest.raises(Exception) as excinfo:
-        OmegaConf.to_container(cfg.data, resolve=True, throw_on_missing=True)
-    assert "path" in str(excinfo.value)
+    with pytest.raises(ConfigError, match=r"data\.source\.path=None: expected str \(parameter of .*JsonlSource\)"):
+        check_components(cfg)  # what every command runs before anything loads
 
 
 @pytest.mark.slow  # a composition per option
@@ -184,36 +185,3 @@ def test_staged_weights_split_the_run_into_four_stages(max_steps: int, expected:
     weights = instantiate_component(cfg.loss).weights
     weights.set_step(max_steps - 1)
     assert weights().tolist() == pytest.approx([0.25, 0.25, 0.20, 0.30])  # the last stage is reached
-
-
-def _schemas_with_targets() -> list[type]:
-    from dataclasses import fields as dc_fields
-
-    from hipo.config import components, data_components
-
-    classes = [getattr(m, n) for m in (components, data_components) for n in dir(m) if n.endswith("Config")]
-    return [c for c in classes if isinstance(c, type) and any(f.name == "_target_" for f in dc_fields(c))]
-
-
-@pytest.mark.parametrize("schema", _schemas_with_targets(), ids=lambda c: c.__name__)
-def test_component_schemas_mirror_their_constructors(schema: type) -> None:
-    """The schemas repeat constructor arguments (so Hydra rejects unknown keys); this keeps the copies in sync."""
-    import inspect
-    from dataclasses import MISSING as NO_DEFAULT
-    from dataclasses import fields as dc_fields
-
-    from hipo.app.builders import LABEL_KEYS
-
-    target = next(f.default for f in dc_fields(schema) if f.name == "_target_")
-    module_name, _, attr = target.rpartition(".")
-    constructor = getattr(__import__(module_name, fromlist=[attr]), attr)
-    parameters = inspect.signature(constructor).parameters
-    for f in dc_fields(schema):
-        if f.name == "_target_" or f.name in LABEL_KEYS:
-            continue
-        assert f.name in parameters, f"{schema.__name__}.{f.name} is not an argument of {target}"
-        default = parameters[f.name].default
-        required_or_interpolated = isinstance(f.default, str) and (f.default == "???" or "${" in f.default)
-        plain = f.default is not NO_DEFAULT and not required_or_interpolated
-        if plain and default is not inspect.Parameter.empty and not isinstance(default, tuple):
-            assert f.default == default, f"{schema.__name__}.{f.name}: schema {f.default!r} != constructor {default!r}"

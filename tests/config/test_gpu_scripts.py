@@ -31,23 +31,25 @@ def test_multi_process_trainer_configs_compose(trainer: str) -> None:
         assert validate_trainer(cfg.trainer) == 2
 
 
-def _bench_overrides(script: Path) -> list[list[str]]:
-    """The Hydra overrides of each `hipo.app.bench` command in ``script`` (those without shell variables)."""
+def _perf_overrides(script: Path) -> list[list[str]]:
+    """The Hydra overrides of each `hipo.app.perf_command` command in ``script`` (those without shell variables)."""
     text = script.read_text().replace("\\\n", " ")
-    commands = [line.split("hipo.app.bench", 1)[1] for line in text.splitlines() if "hipo.app.bench" in line]
-    return [[t for t in c.split() if re.match(r"^bench[./]\w[\w.\-/]*=[^$\"]+$", t)] for c in commands]
+    app = "hipo.app.perf_command"
+    commands = [line.split(app, 1)[1] for line in text.splitlines() if app in line]
+    return [[t for t in c.split() if re.match(r"^perf[./]\w[\w.\-/]*=[^$\"]+$", t)] for c in commands]
 
 
-@pytest.mark.slow  # a composition per bench command
+@pytest.mark.slow  # a composition per perf command
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
-def test_gpu_bench_commands_compose_and_their_variants_validate(script: Path) -> None:
-    from hipo.app.bench import to_bench_config
-    from hipo.bench.config import check_variant, register_bench_configs
+def test_gpu_perf_commands_compose_and_their_variants_validate(script: Path) -> None:
+    from hipo.app.perf_command import to_perf_config
+    from hipo.config.register import register_configs
+    from hipo.perf.config import check_variant
 
-    register_bench_configs()
-    for overrides in _bench_overrides(script):
+    register_configs()
+    for overrides in _perf_overrides(script):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            bench = to_bench_config(compose("bench", overrides=overrides))
-        assert bench.device == "cuda" and bench.suite.variants, overrides
-        for name, variant in bench.suite.variants.items():
+            perf = to_perf_config(compose("perf", overrides=overrides))
+        assert perf.device == "cuda" and perf.suite.variants, overrides
+        for name, variant in perf.suite.variants.items():
             check_variant(name, variant)

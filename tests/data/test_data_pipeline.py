@@ -12,9 +12,9 @@ import pytest
 from hipo.data.batch import TokenBatch
 from hipo.data.datamodule import PreferenceDataModule
 from hipo.data.describe import describe_segmentation, mark_segments
-from hipo.data.errors import DataError
 from hipo.data.prepare import prepare_data, split_by_prompt
-from hipo.data.schema import SegmentedPair, SegmentedResponse, Span
+from hipo.data.row_errors import DataError
+from hipo.data.segmented import SegmentedPair, SegmentedResponse, Span
 from hipo.data.segmenters import FieldsSegmenter, TagsSegmenter
 from hipo.data.sources import JsonlSource, SyntheticSource
 from hipo.data.tokenize import PreferenceTokenizer

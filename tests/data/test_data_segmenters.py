@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hipo.data.errors import DataError, RowLocation, SegmentationError
-from hipo.data.schema import SegmentedResponse
+from hipo.data.data_stats import DataStats
+from hipo.data.row_errors import DataError, RowLocation, SegmentationError
+from hipo.data.segmented import SegmentedResponse
 from hipo.data.segmenters import FieldsSegmenter, RulesSegmenter, TagsSegmenter, segment_rows, split_units
-from hipo.data.stats import DataStats
 
 LOC = RowLocation("data/train.jsonl", 7)
 QUESTION = "A shop sells 4 pens at $3 each. How much do the pens cost?"

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from hipo.data.errors import DataError, RowLocation
+from hipo.data.data_stats import DataStats
+from hipo.data.row_errors import DataError, RowLocation
 from hipo.data.segmenters import FieldsSegmenter, RulesSegmenter, TagsSegmenter, segment_rows
 from hipo.data.sources import HubSource, JsonlSource, SyntheticSource
-from hipo.data.stats import DataStats
 from hipo.data.synthetic import generate_problems, split_of
 from hipo.data.synthetic.problems import evaluate
 

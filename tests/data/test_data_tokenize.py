@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from hipo.data.schema import SegmentedPair, SegmentedResponse, Span
-from hipo.data.stats import DataStats
+from hipo.data.data_stats import DataStats
+from hipo.data.segmented import SegmentedPair, SegmentedResponse, Span
 from hipo.data.tokenize import PreferenceTokenizer, TokenizedSequence, end_of_turn_text
 
 S = 3  # outside-text / end-of-turn id for the default (Rq, Mt, Ra)

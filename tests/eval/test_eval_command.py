@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from hipo.app import eval_model
-from hipo.app.evaluate import evaluate_command
+from hipo.app.eval_command import evaluate_command
 from hipo.cli import main
 from hipo.config.compose import compose_config
 from hipo.errors import UserError, exit_code_of

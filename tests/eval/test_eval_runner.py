@@ -10,7 +10,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from hipo.app.evaluate import format_results
+from hipo.app.eval_command import format_results
 from hipo.eval.benchmarks import BenchmarkData, BenchmarkItem, load_benchmark_data, shared_benchmark_path
 from hipo.eval.generation import GenerationConfig, GenerationOutput
 from hipo.eval.judge import DIMENSION_KEYS, Judge, JudgeRequest, Judgment

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from hipo.app.evaluate import evaluate_command
+from hipo.app.eval_command import evaluate_command
 from hipo.app.validate import validate_run_config
 from hipo.config.compose import compose_config
 from hipo.errors import ConfigError

@@ -11,9 +11,9 @@ import sys
 import time
 from typing import Any
 
-from hipo.data.errors import RowLocation
+from hipo.data.data_stats import DataStats
+from hipo.data.row_errors import RowLocation
 from hipo.data.segmenters import FieldsSegmenter, segment_rows
-from hipo.data.stats import DataStats
 from hipo.data.tokenize import PreferenceTokenizer
 
 _WORDS = (

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from hipo.llm.cache import JsonCache, request_key
 from hipo.llm.client import PLACEHOLDER_KEY, ChatClient, InvalidReply, LLMError, parse_json_reply
+from hipo.llm.reply_cache import JsonCache, request_key
 
 MESSAGES = [{"role": "user", "content": "Give me a JSON object with x."}]
 SECRET = "sk-test-0123456789abcdef-SECRET"

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 from hipo.app.segment import first_pairs
-from hipo.data.errors import RowLocation, SegmentationError
-from hipo.data.llm_segmenter import LLMDecomposer, LLMSegmenter, join_parts
+from hipo.data.data_stats import EMPTY_RESPONSE, SEGMENTATION_FAILED, DataStats
 from hipo.data.prepare import PreparedData, prepare_data
+from hipo.data.row_errors import RowLocation, SegmentationError
 from hipo.data.segmenters.base import segment_rows
+from hipo.data.segmenters.llm import LLMDecomposer, LLMSegmenter, join_parts
 from hipo.data.sources import JsonlSource
-from hipo.data.stats import EMPTY_RESPONSE, SEGMENTATION_FAILED, DataStats
 from hipo.data.tokenize import PreferenceTokenizer
 from hipo.llm.client import ChatClient
 
@@ -256,7 +256,7 @@ def test_failures_under_skip_are_counted_and_the_result_is_cached(
     with source.path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps({"question": "Empty?", "chosen": "", "rejected": "No."}) + "\n")
     fake_openai.default = answer_from_table(fake_openai, table)
-    caplog.set_level(logging.INFO, logger="hipo.data.llm_segmenter")
+    caplog.set_level(logging.INFO, logger="hipo.data.segmenters.llm")
     segmenter = LLMSegmenter(make_decomposer(fake_openai, tmp_path / "llm"), on_failure="skip")
     prepared = prepare(source, segmenter, byte_tokenizer, tmp_path / "data")
     assert prepared.stats.skipped == {SEGMENTATION_FAILED: 1, EMPTY_RESPONSE: 1}

@@ -63,9 +63,16 @@ def test_tqdm_bar_describes_steps(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("enabled", [True, False])
 def test_training_uses_the_step_bar(enabled: bool, tmp_path: Path) -> None:
     cfg = compose_config(
-        ["model=tiny", "trainer.accelerator=cpu", "trainer.precision=32-true", f"trainer.enable_progress_bar={enabled}"]
+        [
+            "model=tiny",
+            "trainer.accelerator=cpu",
+            "trainer.precision=32-true",
+            f"trainer.enable_progress_bar={enabled}",
+            f"output_dir={tmp_path}",
+        ]
     )
-    trainer = build_trainer(cfg, tmp_path, False, StopRequests(), devices_per_node=1)
+    with StopRequests().installed():
+        trainer = build_trainer(cfg, False, devices_per_node=1)
     if enabled:
         assert type(trainer.progress_bar_callback) is type(step_progress_bar())
     else:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from hipo.app.report import report_command
+from hipo.app.report_command import report_command
 from hipo.config.compose import compose_config
 
 pytestmark = pytest.mark.slow  # a real `hipo train -m` sweep (4 trainings + eval) in a subprocess, then a report

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from safetensors.torch import load_file
 
 from hipo.app import train as train_app
-from hipo.data.errors import DataError
+from hipo.data.row_errors import DataError
 from hipo.training.module import PreferenceModule
 
 pytestmark = pytest.mark.slow  # tiny-model `hipo train` runs into a fresh MLflow store

@@ -10,14 +10,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from hipo.config.components import LABEL_KEYS  # config-only labels, not constructor arguments
 from hipo.losses.types import SegmentLogps
 from hipo.models.loading import load_model
 from hipo.models.lora import apply_lora, load_adapter, load_reference_adapter
 from hipo.models.reference import ReferenceMode, build_reference
 
 log = logging.getLogger(__name__)
-
-LABEL_KEYS = ("name",)  # config-only labels, not constructor arguments
 
 
 @dataclass
@@ -128,40 +127,42 @@ def build_segmenter(segmenter_cfg: DictConfig) -> Any:
 
 
 def build_datamodule(cfg: DictConfig, tokenizer: Any, paired: bool) -> Any:
-    """The ``PreferenceDataModule`` of ``cfg.data`` + ``cfg.segmenter``; ``paired=False`` serves KTO's unpaired view.
+    """The data module of ``cfg.data`` with the segmenter of ``cfg.segmenter``; ``paired=False`` serves KTO's unpaired
+    view.
+
+    ``cfg.data`` is a ``_target_`` node (:class:`~hipo.config.schema.DataConfig`, by default
+    :class:`~hipo.data.datamodule.PreferenceDataModule`): Hydra instantiates it without its config-only keys
+    (``DataConfig.CONFIG_ONLY_KEYS``), building its ``source`` / ``val_source`` nodes first, and every other key is
+    the constructor argument of the same name, so an argument added to the schema needs no change here. The job's
+    values (segmenter, tokenizer, ``segments``, ``paired``, ``seed``) go to the partial ``instantiate`` returns:
+    Hydra would merge them into the config, turning a dataclass segmenter into a ``DictConfig``.
 
     Raises:
         ConfigError: a source or segmenter setting its constructor refuses (a missing file, an unknown option),
             naming the config group.
     """
-    from hipo.data.datamodule import PreferenceDataModule
     from hipo.errors import config_errors
 
-    data = cfg.data
     with config_errors("data"):
-        source = instantiate_component(data.source)
-        val_source = instantiate_component(data.val_source) if data.get("val_source") else None
+        make_datamodule = instantiate(data_settings(cfg.data), _partial_=True)
     with config_errors("segmenter"):
         segmenter = build_segmenter(cfg.segmenter)
-    return PreferenceDataModule(
-        source=source,
-        segmenter=segmenter,
-        tokenizer=tokenizer,
-        segments=list(cfg.segments),
-        max_length=data.max_length,
-        truncation=data.truncation,
-        truncate_from=data.truncate_from,
-        batch_size=data.batch_size,
-        eval_batch_size=data.eval_batch_size,
-        packed=data.packed,
-        pack_length=data.pack_length,
-        paired=paired,
-        val_fraction=data.val_fraction,
-        val_source=val_source,
-        max_val_pairs=data.max_val_pairs,
-        seed=cfg.seed,
-        num_workers=data.num_workers,
-        system_prompt=data.system_prompt,
-        length_grouped=data.length_grouped,
-        use_cache=data.use_cache,
+    return make_datamodule(
+        segmenter=segmenter, tokenizer=tokenizer, segments=list(cfg.segments), paired=paired, seed=cfg.seed
     )
+
+
+def data_settings(data: DictConfig) -> dict[str, Any]:
+    """``cfg.data`` resolved, as the data module's ``_target_`` node: without ``DataConfig.CONFIG_ONLY_KEYS``, and
+    without the label keys (``LABEL_KEYS``) of its nested ``_target_`` nodes (the sources)."""
+    from hipo.config.schema import DataConfig
+
+    settings = OmegaConf.to_container(data, resolve=True)
+    assert isinstance(settings, dict)
+    for key in DataConfig.CONFIG_ONLY_KEYS:
+        settings.pop(key, None)
+    for value in settings.values():
+        if isinstance(value, dict) and "_target_" in value:
+            for key in LABEL_KEYS:
+                value.pop(key, None)
+    return {str(key): value for key, value in settings.items()}

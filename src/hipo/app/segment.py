@@ -9,11 +9,11 @@ from typing import Any
 from omegaconf import DictConfig
 
 from hipo.app.builders import build_segmenter, instantiate_component
+from hipo.data.data_stats import DataStats
 from hipo.data.describe import describe_segmentation
-from hipo.data.errors import RowLocation
-from hipo.data.schema import SegmentedPair
+from hipo.data.row_errors import RowLocation
+from hipo.data.segmented import SegmentedPair
 from hipo.data.segmenters.base import Segmenter, segment_rows
-from hipo.data.stats import DataStats
 
 
 def segment(cfg: DictConfig) -> dict[str, Any]:

@@ -150,6 +150,36 @@ def _run(
     workers: WorkerGroup | None,
 ) -> dict[str, Any]:
     """Phases 3 and 4 on every rank; rank 0 alone writes (MLflow, ``final/``, the table)."""
+    module, tokenizer = _preference_module(cfg, job, process)
+    output_dir = job.output_dir
+    if job.resume and process.is_main:
+        remove_stale_temporaries(output_dir / "checkpoints")
+    continue_run = run_to_continue(output_dir, cfg.logger.tracking_uri) if job.resume and process.is_main else None
+    with _job_run(cfg, identity, process, continue_run) as run_id:
+        if workers is not None and run_id is not None:
+            workers.on_failure = lambda message: _mark_failed(cfg.logger.tracking_uri, run_id, message)
+        if run_id is not None and continue_run is None:
+            write_run_record(output_dir, RunRecord(run_id, cfg.logger.tracking_uri, cfg.logger.experiment_name))
+            _log_job_inputs(cfg, job, run_id)
+        logger = _lightning_logger(cfg, run_id, continue_run)
+        trainer = build_trainer(cfg, logger, job.devices_per_node)  # its stop callback reads `requests`
+        val_before = _held_out_before(cfg, trainer, module, job, run_id, continue_run)
+        with requests.deferred():
+            trainer.fit(module, datamodule=job.datamodule, ckpt_path=str(job.checkpoint) if job.checkpoint else None)
+        trainer.validate(module, datamodule=job.datamodule, verbose=False)
+        val_after = module.held_out_results[-1]
+        result: dict[str, Any] = {"run_id": run_id, "val_before": val_before, "val_after": val_after}
+        result["output_dir"] = str(output_dir)
+        if process.is_main:
+            _finish(cfg, job, module, tokenizer, trainer, run_id, val_before, val_after, started)
+    if cfg.objective:  # what an Optuna sweep maximizes
+        result["objective"] = _objective(str(cfg.objective), val_before, val_after)
+    return result
+
+
+def _preference_module(cfg: DictConfig, job: TrainingJob, process: ProcessInfo) -> tuple[PreferenceModule, Any]:
+    """Phase 3: the policy, its reference (the cache computed by rank 0 first) and the LightningModule; and the
+    tokenizer."""
     bundle = build_policy(cfg.model)
     reference = reference_fn(bundle.reference, cfg.model.logprob_chunk_size)
     if cfg.reference_cache:
@@ -166,34 +196,16 @@ def _run(
         # a fresh LoRA adapter (B = 0) and a loaded starting adapter equal their reference until the first step
         policy_starts_as_reference=bool((cfg.model.lora.enabled or cfg.model.adapter_path) and not job.resuming),
     )
-    output_dir = job.output_dir
-    if job.resume and process.is_main:
-        remove_stale_temporaries(output_dir / "checkpoints")
-    continue_run = run_to_continue(output_dir, cfg.logger.tracking_uri) if job.resume and process.is_main else None
-    with _job_run(cfg, identity, process, continue_run) as run_id:
-        if workers is not None and run_id is not None:
-            workers.on_failure = lambda message: _mark_failed(cfg.logger.tracking_uri, run_id, message)
-        if run_id is not None and continue_run is None:
-            write_run_record(output_dir, RunRecord(run_id, cfg.logger.tracking_uri, cfg.logger.experiment_name))
-            _log_job_inputs(cfg, job, run_id)
-        logger = _lightning_logger(cfg, run_id, continue_run)
-        trainer = build_trainer(cfg, output_dir, logger, requests, job.devices_per_node)
-        val_before = _held_out_before(cfg, trainer, module, job, run_id, continue_run)
-        with requests.deferred():
-            trainer.fit(module, datamodule=job.datamodule, ckpt_path=str(job.checkpoint) if job.checkpoint else None)
-        trainer.validate(module, datamodule=job.datamodule, verbose=False)
-        val_after = module.held_out_results[-1]
-        result: dict[str, Any] = {"run_id": run_id, "val_before": val_before, "val_after": val_after}
-        result["output_dir"] = str(output_dir)
-        if process.is_main:
-            _finish(cfg, job, module, bundle.tokenizer, trainer, run_id, val_before, val_after, started)
-    if cfg.objective:  # what an Optuna sweep maximizes
-        summary = {**{f"{VAL_BEFORE}{k}": v for k, v in val_before.items()}}
-        summary.update({f"val_after/{k}": v for k, v in val_after.items()})
-        if cfg.objective not in summary:
-            raise KeyError(f"objective={cfg.objective!r} is not a final metric; known: {sorted(summary)}")
-        result["objective"] = summary[cfg.objective]
-    return result
+    return module, bundle.tokenizer
+
+
+def _objective(objective: str, val_before: dict[str, float], val_after: dict[str, float]) -> float:
+    """The final metric named by ``cfg.objective`` (``val_before/...`` or ``val_after/...``)."""
+    summary = {**{f"{VAL_BEFORE}{k}": v for k, v in val_before.items()}}
+    summary.update({f"val_after/{k}": v for k, v in val_after.items()})
+    if objective not in summary:
+        raise KeyError(f"objective={objective!r} is not a final metric; known: {sorted(summary)}")
+    return summary[objective]
 
 
 def _lightning_logger(cfg: DictConfig, run_id: str | None, continue_run: str | None) -> Logger:
@@ -286,7 +298,7 @@ def _finish(
     mlflow.log_metrics(summary, run_id=run_id)
     save_trained(module, tokenizer, job.output_dir, cfg)
     if job.benchmarks is not None:
-        from hipo.app.evaluate import evaluate_after_training
+        from hipo.app.eval_command import evaluate_after_training
 
         evaluate_after_training(cfg, module.policy, tokenizer, run_id, job.benchmarks, trainer.global_step)
     table = format_held_out_table(val_before, val_after, [*cfg.segments, "whole"])

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from hipo.app.builders import build_datamodule, instantiate_component
 from hipo.app.validate import effective_resume, validate_run_config
+from hipo.config.components import check_components
 from hipo.errors import ConfigError, config_errors
 from hipo.training.checkpoints import find_resume_checkpoint
 from hipo.training.precision import resolve_precision
@@ -59,6 +60,7 @@ def prepare_job(cfg: DictConfig) -> TrainingJob:
         BenchmarkError: (``evaluate.enabled``) a benchmark file that is empty, in another schema or has bad golds.
     """
     resume = effective_resume(cfg)
+    check_components(cfg)  # `hipo` checks before it calls train(); this covers train(cfg) from Python and workers
     devices_per_node = validate_run_config(cfg, resume)
     _resolve_precision(cfg)
     output_dir = Path(str(cfg.output_dir))
@@ -66,7 +68,7 @@ def prepare_job(cfg: DictConfig) -> TrainingJob:
         loss = instantiate_component(cfg.loss)
     benchmarks = None
     if cfg.evaluate.enabled:  # every benchmark file is read and checked here, before any model or run
-        from hipo.app.evaluate import load_benchmarks
+        from hipo.app.eval_command import load_benchmarks
 
         benchmarks = load_benchmarks(cfg.benchmark, cfg.evaluate.limit, root=cfg.evaluate.get("benchmark_root"))
     tokenizer = load_job_tokenizer(cfg.model)

@@ -1,8 +1,9 @@
-"""Typed Hydra configuration: dataclass schemas for every config group, registered in Hydra's ConfigStore.
+"""Typed Hydra configuration: settings schemas registered in one place, ``_target_`` nodes checked by constructor.
 
-``register_configs()`` is called by every Hydra entry point before composition. A YAML file of a group extends its
-schema through its defaults list (``- /schema/<group>/<name>@_here_``), so a misspelled key fails at composition
-with a message naming the key, and a wrongly typed value fails naming the field.
+``register_configs()`` (:mod:`hipo.config.register`) is called by every Hydra entry point before composition. A
+YAML file of a settings group extends its schema through its defaults list (``- /schema/<group>/<name>@_here_``), so
+a misspelled key fails at composition naming the key. A ``_target_`` node is checked against the signature of the
+class it builds (:func:`hipo.config.components.check_components`) before anything loads.
 """
 
 from hipo.config.register import register_configs

@@ -5,21 +5,22 @@ from __future__ import annotations
 from hydra.core.config_store import ConfigStore
 from omegaconf import Container, OmegaConf
 
-from hipo.config import components as c
 from hipo.config import schema as s
 
-_SCHEMAS: dict[str, dict[str, object]] = {
+# The one registry: every settings schema, by ConfigStore group and name. A YAML file of a group extends its schema
+# through its defaults list (``- /schema/<group>/<name>@_here_``). ``_target_`` nodes (components) are not here:
+# they are checked against their constructors (hipo.config.components.check_components).
+ROOTS: dict[str, object] = {
+    "schema_run": s.RunConfig,
+    "schema_eval": s.EvalRunConfig,
+    "schema_report": s.ReportRunConfig,
+}
+SCHEMAS: dict[str, dict[str, object]] = {
     "schema/model": {"model": s.ModelConfig},
     "schema/data": {"data": s.DataConfig},
     "schema/trainer": {"trainer": s.TrainerConfig},
     "schema/logger": {"logger": s.LoggerConfig},
-    "schema/loss": {"dpo": c.DPOLossConfig, "hipo": c.HiPOLossConfig, "kto": c.KTOLossConfig},
-    "schema/loss/weights": {
-        "fixed": c.FixedWeightsConfig,
-        "uncertainty": c.UncertaintyWeightsConfig,
-        "softmax_floor": c.SoftmaxFloorWeightsConfig,
-        "staged": c.StagedWeightsConfig,
-    },
+    "schema/benchmark": {"benchmark": s.BenchmarkConfig},
 }
 
 
@@ -65,18 +66,12 @@ def _choice(group: str, default: str | None = None, *, _root_: Container) -> str
 def register_configs() -> None:
     """Stores the schemas (``schema_run`` and ``schema/<group>/<name>``) and the ``hipo.*`` resolvers."""
     store = ConfigStore.instance()
-    store.store(name="schema_run", node=s.RunConfig)
-    store.store(name="schema_eval", node=s.EvalRunConfig)
-    store.store(name="schema_report", node=s.ReportRunConfig)
-    for group, nodes in _SCHEMAS.items():
+    perf_roots, perf_schemas = _perf_schemas()
+    for name, node in {**ROOTS, **perf_roots}.items():
+        store.store(name=name, node=node)
+    for group, nodes in {**SCHEMAS, **perf_schemas}.items():
         for name, node in nodes.items():
             store.store(group=group, name=name, node=node)
-    for extra_group, nodes in _extra_schemas().items():
-        for name, node in nodes.items():
-            store.store(group=extra_group, name=name, node=node)
-    from hipo.bench.config import register_bench_configs
-
-    register_bench_configs()
     if not OmegaConf.has_resolver("hipo.num_terms"):
         OmegaConf.register_new_resolver("hipo.num_terms", _num_terms)
     if not OmegaConf.has_resolver("hipo.even_stages"):
@@ -87,8 +82,10 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("hipo.tasks_per_node", _tasks_per_node)
 
 
-def _extra_schemas() -> dict[str, dict[str, object]]:
-    """Schemas of component groups defined next to their components (segmenters, sources, evaluation)."""
-    from hipo.config import data_components as d
+def _perf_schemas() -> tuple[dict[str, object], dict[str, dict[str, object]]]:
+    """The throughput benchmark's root and groups (``hipo perf``; imported only when registering)."""
+    from hipo.perf import config as perf
 
-    return d.SCHEMAS
+    return {"schema_perf": perf.PerfRootConfig}, {
+        "schema/perf": {"shape": perf.ShapeConfig, "mix": perf.MixConfig, "suite": perf.SuiteConfig}
+    }

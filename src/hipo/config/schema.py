@@ -1,17 +1,18 @@
-"""Dataclass schemas of the config groups that are plain settings (not ``_target_``-built components).
+"""Dataclass schemas of the settings groups (model, data, trainer, logger, evaluation) and of the command roots.
 
-Component groups (``loss``, ``loss/weights``, ``segmenter``, ``data.source``, ``benchmark``) have schemas next to
-them in :mod:`hipo.config.components`, mirroring their constructors.
+They are registered in Hydra's ConfigStore by :mod:`hipo.config.register`, the one registry. Nodes that build an
+object (``_target_``: losses, weight schemes, segmenters, row sources, chat clients) have no hand-written schema:
+they are checked against their constructors (:mod:`hipo.config.components`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from omegaconf import MISSING
 
-from hipo.config.data_components import EvaluateConfig
+from hipo.eval.generation import GenerationConfig  # the decoding settings are their own schema
 
 
 @dataclass
@@ -64,17 +65,55 @@ class OptimConfig:
     scheduler: str = "cosine"  # cosine | linear | constant
 
 
+_LAST_CHECKPOINT = "${output_dir}/checkpoints/last.ckpt"  # what resume=auto picks (hipo.training.checkpoints.LAST)
+
+
+def _training_callbacks() -> dict[str, Any]:
+    """The default ``trainer.callbacks``, in the order the Trainer runs them (see :class:`TrainerConfig`)."""
+    return {
+        "exact_resume": {"_target_": "hipo.training.exact_resume.ExactResume", "crash_checkpoint": _LAST_CHECKPOINT},
+        "stop_at_step_boundary": {
+            "_target_": "hipo.training.preemption.StopAtStepBoundary",
+            "checkpoint_path": _LAST_CHECKPOINT,
+        },
+        "lr_monitor": {"_target_": "lightning.pytorch.callbacks.LearningRateMonitor", "logging_interval": "step"},
+        "last_checkpoint": {
+            "_target_": "hipo.training.checkpoints.last_checkpoint_callback",
+            "dirpath": "${output_dir}/checkpoints",
+            "every_n_train_steps": "${trainer.checkpoint_every_n_steps}",
+        },
+        "progress_bar": {  # `step N/max_steps`, not `Epoch 0/-2`; none when the Trainer shows no bar
+            "_target_": "hipo.training.progress.step_progress_bar",
+            "enabled": "${trainer.enable_progress_bar}",
+        },
+    }
+
+
 @dataclass
 class TrainerConfig:
-    """Lightning Trainer settings (the subset HiPO exposes; see lightning.pytorch.Trainer).
+    """The Lightning Trainer: ``instantiate`` of this node (:func:`hipo.app.lightning_trainer.build_trainer`).
+
+    Every key is an argument of ``_target_`` (``lightning.pytorch.Trainer``) under its own name, except those in
+    :attr:`CONFIG_ONLY_KEYS`; a Trainer argument added here or on the command line (``+trainer.benchmark=true``)
+    reaches the Trainer as it is. The Trainer's ``strategy`` (``auto`` with several devices -> ``ddp``), ``logger``,
+    ``plugins``, ``default_root_dir``, ``use_distributed_sampler=False`` and ``enable_model_summary=False`` are set
+    by the job.
 
     Attributes:
         devices: devices per node; with ``strategy`` ddp / fsdp / deepspeed one process each (HiPO starts them on one
             node; a cluster launcher on several).
         num_nodes: nodes of a multi-node job (started by ``hydra/launcher=slurm`` or torchrun, one task per device).
         checkpoint_every_n_steps: write ``checkpoints/last.ckpt`` every N optimizer steps (0: at the end only).
+        callbacks: named ``_target_`` nodes, built in this order (null entries are skipped): exact resume (data
+            position and RNG states in every checkpoint; a checkpoint on a crash), the stop at a step boundary on a
+            signal (with a checkpoint), learning-rate logging, the periodic ``last.ckpt`` (overwritten in place) and
+            the step progress bar. ``trainer.callbacks.lr_monitor=null`` drops one;
+            ``+trainer.callbacks.mine={_target_: my.Callback}`` adds one.
     """
 
+    CONFIG_ONLY_KEYS: ClassVar[tuple[str, ...]] = ("checkpoint_every_n_steps",)  # not Trainer arguments
+
+    _target_: str = "lightning.pytorch.Trainer"
     accelerator: str = "auto"
     devices: Any = "auto"
     num_nodes: int = 1
@@ -91,11 +130,18 @@ class TrainerConfig:
     enable_progress_bar: bool = True
     checkpoint_every_n_steps: int = 50
     deterministic: bool = False
+    callbacks: dict[str, Any] = field(default_factory=_training_callbacks)
 
 
 @dataclass
 class DataConfig:
     """Segmented preference data: a source of rows plus tokenization and batching settings.
+
+    The node builds the data module: ``hydra.utils.instantiate`` of ``_target_``
+    (:class:`hipo.data.datamodule.PreferenceDataModule`) with every key but :attr:`CONFIG_ONLY_KEYS` as a
+    constructor argument of the same name, ``source`` / ``val_source`` built first
+    (:func:`hipo.app.builders.build_datamodule`). The segmenter, tokenizer, ``segments``, ``paired`` and ``seed``
+    come from the job.
 
     Attributes:
         name: a short label for tags and run names.
@@ -112,6 +158,10 @@ class DataConfig:
         length_grouped: padded mode batches pairs of similar length (less padding).
     """
 
+    # labels and values other keys interpolate (``source.path: ${..path}``), not constructor arguments
+    CONFIG_ONLY_KEYS: ClassVar[tuple[str, ...]] = ("name", "path", "prompt_field")
+
+    _target_: str = "hipo.data.datamodule.PreferenceDataModule"
     name: str = MISSING
     source: Any = MISSING
     val_source: Any = None
@@ -141,6 +191,61 @@ class LoggerConfig:
     experiment_name: str = "hipo"
     run_name: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+
+
+# ---- evaluation (benchmark=, evaluate:) -----------------------------------------------------------------------------
+
+
+@dataclass
+class BenchmarkConfig:
+    """One benchmark: a local JSONL file in its schema (``path``), a local copy under ``root``, generated, or the hub.
+
+    Without ``path``: ``<root>/<name>/test.jsonl`` (``root``, else ``evaluate.benchmark_root``), else the generator
+    (``synthetic``), else ``$HIPO_SHARED_DIR/data/benchmarks/<name>/test.jsonl``, else the hub.
+    """
+
+    name: str = MISSING
+    spec: str | None = None  # import path of a BenchmarkSpec (a benchmark defined outside hipo.eval.benchmarks)
+    path: str | None = None
+    root: str | None = None
+    limit: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class JudgeConfig:
+    """The rubric judge (blind by default)."""
+
+    enabled: bool = False
+    client: Any = None  # a chat-client node: conf/llm_client/openai.yaml, placed here by the root configs
+    concurrency: int = 16  # requests in flight; the rate cap is client.requests_per_minute
+    blind: bool = True
+    include_reference: bool = True
+    # false: a benchmark on which every judgment failed (unreachable server, bad key) fails `hipo eval` (exit 2);
+    # true: such a run finishes, the table shows "judge FAILED n/n" and no judge scores are recorded
+    allow_failures: bool = False
+
+
+@dataclass
+class EvaluateConfig:
+    """How benchmarks are evaluated (``hipo eval``, and ``hipo train`` when ``enabled``); which ones: ``benchmark=``.
+
+    Attributes:
+        enabled: `hipo train` evaluates the trained policy at the end (``hipo eval`` always evaluates).
+        engine: ``hf`` (transformers ``generate``) or ``vllm`` (GPU, when installed); same prompts and grading.
+        limit: overrides every benchmark's ``limit`` (quick runs).
+        benchmark_root: a folder holding local copies ``<root>/<name>/test.jsonl`` of the selected benchmarks
+            (read before any hub access; a benchmark's own ``root`` or ``path`` wins).
+        samples_dir: also write per-sample records under this folder (default: the run's output dir).
+    """
+
+    enabled: bool = False
+    generation: GenerationConfig = field(default_factory=lambda: GenerationConfig(progress=True))
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    engine: str = "hf"
+    limit: int | None = None
+    benchmark_root: str | None = None
+    samples_dir: str | None = None
 
 
 @dataclass

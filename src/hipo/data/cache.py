@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from hipo.data.schema import SegmentedPair, SegmentedResponse, Span
-from hipo.data.stats import DataStats
+from hipo.data.data_stats import DataStats
+from hipo.data.segmented import SegmentedPair, SegmentedResponse, Span
 from hipo.data.tokenize import TokenizedPair, TokenizedSequence
 from hipo.models.embedded import cache_dir
 

@@ -14,12 +14,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from hipo.data.batch import TokenBatch
 from hipo.data.collate import PairCollator, TokenizedExample, UnpairedCollator, unpair
+from hipo.data.data_stats import DataStats
 from hipo.data.prepare import PreparedData, prepare_data
 from hipo.data.samplers import DistributedLengthGroupedSampler, training_batch_sampler
-from hipo.data.schema import DEFAULT_SEGMENTS, SegmentedPair
+from hipo.data.segmented import DEFAULT_SEGMENTS, SegmentedPair
 from hipo.data.segmenters.base import Segmenter
 from hipo.data.sources.base import RowSource
-from hipo.data.stats import DataStats
 from hipo.data.tokenize import PreferenceTokenizer, TokenizedPair
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from hipo.data.schema import SegmentedPair, SegmentedResponse
+from hipo.data.segmented import SegmentedPair, SegmentedResponse
 from hipo.data.tokenize import PreferenceTokenizer
 
 

@@ -6,12 +6,13 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hipo.data.cache import data_cache_root, fingerprint, load_prepared, save_prepared, tokenizer_fingerprint
-from hipo.data.schema import SegmentedPair
+from hipo.data.data_stats import DataStats
+from hipo.data.segmented import SegmentedPair
 from hipo.data.segmenters.base import Segmenter, segment_rows
 from hipo.data.sources.base import RowSource
-from hipo.data.stats import DataStats
 from hipo.data.tokenize import PreferenceTokenizer, TokenizedPair
 from hipo.errors import UserError
 
@@ -54,6 +55,56 @@ def split_by_prompt(
     return train, val
 
 
+def _cache_description(
+    source: RowSource,
+    segmenter: Segmenter,
+    tokenizer: PreferenceTokenizer,
+    val_source: RowSource | None,
+    val_fraction: float,
+    max_val_pairs: int | None,
+    seed: int,
+) -> dict[str, Any]:
+    """What the prepared data depends on (its fingerprint is the cache key; saved with the cache entry)."""
+    return {
+        "prepare_version": PREPARE_VERSION,
+        "source": source.fingerprint(),
+        "val_source": val_source.fingerprint() if val_source is not None else None,
+        "segmenter": segmenter.config(),
+        "tokenizer": tokenizer_fingerprint(tokenizer.tokenizer),
+        "tokenization": tokenizer.config(),
+        "val_fraction": val_fraction if val_source is None else None,
+        "max_val_pairs": max_val_pairs,
+        "seed": seed,
+    }
+
+
+def _segment_and_split(
+    source: RowSource,
+    segmenter: Segmenter,
+    stats: DataStats,
+    val_source: RowSource | None,
+    val_fraction: float,
+    max_val_pairs: int | None,
+    seed: int,
+) -> tuple[list[SegmentedPair], list[SegmentedPair], bool]:
+    """(train pairs, validation pairs, whether ``segmenter.prepare`` finished every row) as text; counts in ``stats``.
+
+    Every row (training and validation) goes to ``segmenter.prepare`` first, then each set is segmented; without
+    ``val_source`` the validation pairs are a ``val_fraction`` split by prompt, cut to ``max_val_pairs``.
+    """
+    rows = list(source.rows())
+    val_rows = list(val_source.rows()) if val_source is not None else []
+    final = segmenter.prepare(rows + val_rows)
+    pairs = list(segment_rows(rows, segmenter, stats))
+    if val_source is not None:
+        train_text, val_text = pairs, list(segment_rows(val_rows, segmenter, stats))
+    else:
+        train_text, val_text = split_by_prompt(pairs, val_fraction, seed)
+    if max_val_pairs is not None:
+        val_text = val_text[:max_val_pairs]
+    return train_text, val_text, final
+
+
 def prepare_data(
     source: RowSource,
     segmenter: Segmenter,
@@ -75,17 +126,7 @@ def prepare_data(
         DataError: malformed rows, missing fields, or (``on_failure=error``) segmentation failures, all naming
             the file, line and field; raised before anything is written to the cache.
     """
-    description = {
-        "prepare_version": PREPARE_VERSION,
-        "source": source.fingerprint(),
-        "val_source": val_source.fingerprint() if val_source is not None else None,
-        "segmenter": segmenter.config(),
-        "tokenizer": tokenizer_fingerprint(tokenizer.tokenizer),
-        "tokenization": tokenizer.config(),
-        "val_fraction": val_fraction if val_source is None else None,
-        "max_val_pairs": max_val_pairs,
-        "seed": seed,
-    }
+    description = _cache_description(source, segmenter, tokenizer, val_source, val_fraction, max_val_pairs, seed)
     key = fingerprint(description)
     path = (cache_root if cache_root is not None else data_cache_root()) / f"{key}.npz"
     if use_cache and path.exists():
@@ -94,16 +135,9 @@ def prepare_data(
         return PreparedData(train, val, val_pairs, stats, key, from_cache=True)
 
     stats = DataStats()
-    rows = list(source.rows())
-    val_rows = list(val_source.rows()) if val_source is not None else []
-    final = segmenter.prepare(rows + val_rows)
-    pairs = list(segment_rows(rows, segmenter, stats))
-    if val_source is not None:
-        train_text, val_text = pairs, list(segment_rows(val_rows, segmenter, stats))
-    else:
-        train_text, val_text = split_by_prompt(pairs, val_fraction, seed)
-    if max_val_pairs is not None:
-        val_text = val_text[:max_val_pairs]
+    train_text, val_text, final = _segment_and_split(
+        source, segmenter, stats, val_source, val_fraction, max_val_pairs, seed
+    )
     train, _ = tokenizer.tokenize_and_filter(train_text, stats)
     val, kept = tokenizer.tokenize_and_filter(val_text, stats)
     val_pairs = [val_text[i] for i in kept]

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from hipo.data.schema import DEFAULT_SEGMENTS, SegmentedPair, SegmentedResponse
-from hipo.data.stats import TOO_LONG, DataStats
+from hipo.data.data_stats import TOO_LONG, DataStats
+from hipo.data.segmented import DEFAULT_SEGMENTS, SegmentedPair, SegmentedResponse
 
 TRUNCATION_POLICIES = ("drop_pair", "truncate_segment")
 # str.isspace() per code point; U+3000 is the largest whitespace code point, larger ones are not whitespace.

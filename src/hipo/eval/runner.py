@@ -206,6 +206,36 @@ def _log_to_mlflow(result: EvaluationResult, step: int | None) -> None:
         mlflow.log_text(json.dumps(bench.records, indent=1, ensure_ascii=False), f"eval/{name}/samples.json")
 
 
+def _evaluate_benchmark(
+    generator: TextGenerator, tokenizer: Any, data: BenchmarkData, config: GenerationConfig, judge: Judge | None
+) -> BenchmarkResult:
+    """Renders the prompts of one benchmark, generates, grades and (with a judge) judges the completions."""
+    prompts = [
+        render_prompt(tokenizer, item.question, config.prompt_template, config.system_prompt) for item in data.items
+    ]
+    log.info("evaluating %s: %d items x %d samples", data.name, len(prompts), config.n)
+    output = generator.generate_texts(prompts, config)
+    bench = _score_benchmark(data, prompts, output.completions, output.tokens_per_second)
+    if judge is not None:
+        _judge_benchmark(judge, data, bench)
+    log.info(
+        "%s: accuracy %.4f (%d items, %d samples without an answer)",
+        data.name,
+        bench.accuracy,
+        bench.n_items,
+        bench.no_answer,
+    )
+    return bench
+
+
+def _write_samples(results: dict[str, BenchmarkResult], samples_dir: Path) -> None:
+    """Writes each benchmark's records to ``<samples_dir>/<benchmark>/samples.json``."""
+    for name, bench in results.items():
+        target = samples_dir / name / "samples.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(bench.records, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
 def evaluate(
     model: Any,
     tokenizer: Any,
@@ -239,30 +269,10 @@ def evaluate(
     if not getattr(tokenizer, "chat_template", None):
         log.warning("the tokenizer has no chat template: prompts are the plain filled template")
     generator = model if isinstance(model, TextGenerator) else HFGenerator(model, tokenizer)
-    results: dict[str, BenchmarkResult] = {}
-    for data in loaded:
-        prompts = [
-            render_prompt(tokenizer, item.question, config.prompt_template, config.system_prompt) for item in data.items
-        ]
-        log.info("evaluating %s: %d items x %d samples", data.name, len(prompts), config.n)
-        output = generator.generate_texts(prompts, config)
-        bench = _score_benchmark(data, prompts, output.completions, output.tokens_per_second)
-        if judge is not None:
-            _judge_benchmark(judge, data, bench)
-        log.info(
-            "%s: accuracy %.4f (%d items, %d samples without an answer)",
-            data.name,
-            bench.accuracy,
-            bench.n_items,
-            bench.no_answer,
-        )
-        results[data.name] = bench
+    results = {data.name: _evaluate_benchmark(generator, tokenizer, data, config, judge) for data in loaded}
     result = EvaluationResult(results, config.prompt_template, config.system_prompt)
     if samples_dir is not None:
-        for name, bench in results.items():
-            target = Path(samples_dir) / name / "samples.json"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(json.dumps(bench.records, indent=1, ensure_ascii=False), encoding="utf-8")
+        _write_samples(results, Path(samples_dir))
     if log_to_mlflow:
         _log_to_mlflow(result, step)
     return result

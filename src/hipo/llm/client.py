@@ -29,8 +29,8 @@ from urllib.parse import urlparse
 
 import openai
 
-from hipo.llm.cache import JsonCache, request_key
 from hipo.llm.pool import RateLimiter
+from hipo.llm.reply_cache import JsonCache, request_key
 
 log = logging.getLogger(__name__)
 

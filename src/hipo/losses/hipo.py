@@ -46,6 +46,38 @@ class HiPOOutput(NamedTuple):
     term_mask: torch.Tensor
 
 
+def _check_shapes(
+    inputs: dict[str, torch.Tensor],
+    weights: torch.Tensor,
+    chosen_counts: torch.Tensor | None,
+    rejected_counts: torch.Tensor | None,
+) -> None:
+    """Checks :func:`hipo_loss`'s arguments: one [B, S+1] shape for ``inputs`` and the counts, [S+1] weights.
+
+    Args:
+        inputs: name -> [B, S+1] log-prob sums, ``policy_chosen_seg_logps`` first (it sets B and S+1).
+        weights: [S+1] term weights.
+        chosen_counts: [B, S+1] token counts of the chosen cells, or None.
+        rejected_counts: [B, S+1] token counts of the rejected cells, or None (together with ``chosen_counts``).
+
+    Raises:
+        ValueError: only one of the counts given, or shapes that disagree (naming every argument's shape).
+    """
+    if (chosen_counts is None) != (rejected_counts is None):
+        raise ValueError("hipo_loss: pass both chosen_counts and rejected_counts, or neither")
+    shaped = dict(inputs)
+    if chosen_counts is not None and rejected_counts is not None:
+        shaped["chosen_counts"] = chosen_counts
+        shaped["rejected_counts"] = rejected_counts
+    shapes = {name: tuple(t.shape) for name, t in shaped.items()}
+    first = shaped["policy_chosen_seg_logps"]
+    if first.dim() != 2 or len(set(shapes.values())) != 1:
+        raise ValueError(f"hipo_loss expects 2-D [B, S+1] tensors of one shape; got {shapes}")
+    num_terms = first.shape[1]
+    if tuple(weights.shape) != (num_terms,):
+        raise ValueError(f"hipo_loss: weights must have shape ({num_terms},) = [S+1]; got {tuple(weights.shape)}")
+
+
 def hipo_loss(
     policy_chosen_seg_logps: torch.Tensor,
     policy_rejected_seg_logps: torch.Tensor,
@@ -85,17 +117,7 @@ def hipo_loss(
         "ref_chosen_seg_logps": ref_chosen_seg_logps,
         "ref_rejected_seg_logps": ref_rejected_seg_logps,
     }
-    if (chosen_counts is None) != (rejected_counts is None):
-        raise ValueError("hipo_loss: pass both chosen_counts and rejected_counts, or neither")
-    if chosen_counts is not None and rejected_counts is not None:
-        inputs["chosen_counts"] = chosen_counts
-        inputs["rejected_counts"] = rejected_counts
-    shapes = {name: tuple(t.shape) for name, t in inputs.items()}
-    if policy_chosen_seg_logps.dim() != 2 or len(set(shapes.values())) != 1:
-        raise ValueError(f"hipo_loss expects 2-D [B, S+1] tensors of one shape; got {shapes}")
-    num_terms = policy_chosen_seg_logps.shape[1]
-    if tuple(weights.shape) != (num_terms,):
-        raise ValueError(f"hipo_loss: weights must have shape ({num_terms},) = [S+1]; got {tuple(weights.shape)}")
+    _check_shapes(inputs, weights, chosen_counts, rejected_counts)
 
     chosen_logratios = policy_chosen_seg_logps - ref_chosen_seg_logps
     rejected_logratios = policy_rejected_seg_logps - ref_rejected_seg_logps

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from hipo.data.batch import TokenBatch
-from hipo.data.schema import DEFAULT_SEGMENTS
+from hipo.data.segmented import DEFAULT_SEGMENTS
 from hipo.losses.dpo import check_variant, dpo_loss
 from hipo.losses.hipo import hipo_loss
 from hipo.losses.kto import kto_loss

@@ -89,29 +89,45 @@ def load_model(
         model.set_attn_implementation(attn_implementation)
         tokenizer = load_tokenizer(TINY)
     else:
-        source, from_hub = resolve_model_source(name_or_path)
-        hub_kwargs: dict[str, Any] = {"revision": revision} if from_hub and revision else {}
-        try:
-            tokenizer = load_tokenizer(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
-            model = AutoModelForCausalLM.from_pretrained(
-                source,
-                dtype=torch_dtype,
-                attn_implementation=attn_implementation,
-                trust_remote_code=trust_remote_code,
-                **hub_kwargs,
-            )
-        except OSError as error:
-            if not from_hub:
-                raise
-            where = f"{name_or_path!r}" + (f" at revision {revision!r}" if revision else "")
-            raise OSError(
-                f"load_model: could not fetch {where} from the Hugging Face hub and no local folder has that name "
-                f"({type(error).__name__}: {error})"
-            ) from error
+        model, tokenizer = _load_pretrained(name_or_path, torch_dtype, attn_implementation, revision, trust_remote_code)
     prepare_tokenizer(tokenizer, model)
     if gradient_checkpointing:
         enable_gradient_checkpointing(model)
     log.info("loaded %s (%s, %s, %.1fM parameters)", name_or_path, torch_dtype, attn_implementation, _millions(model))
+    return model, tokenizer
+
+
+def _load_pretrained(
+    name_or_path: str,
+    torch_dtype: torch.dtype,
+    attn_implementation: str,
+    revision: str | None,
+    trust_remote_code: bool,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(model, tokenizer) of an embedded model, a local folder or a hub id, before :func:`load_model`'s finishing.
+
+    Raises:
+        OSError: a hub id that cannot be fetched (the message names it and its revision).
+    """
+    source, from_hub = resolve_model_source(name_or_path)
+    hub_kwargs: dict[str, Any] = {"revision": revision} if from_hub and revision else {}
+    try:
+        tokenizer = load_tokenizer(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            source,
+            dtype=torch_dtype,
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+            **hub_kwargs,
+        )
+    except OSError as error:
+        if not from_hub:
+            raise
+        where = f"{name_or_path!r}" + (f" at revision {revision!r}" if revision else "")
+        raise OSError(
+            f"load_model: could not fetch {where} from the Hugging Face hub and no local folder has that name "
+            f"({type(error).__name__}: {error})"
+        ) from error
     return model, tokenizer
 
 

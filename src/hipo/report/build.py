@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -207,6 +208,31 @@ def _markdown(
     return "\n".join(parts) + "\n"
 
 
+def _group_by_method(
+    collected: CollectedRuns, baseline: str | None, notes: list[str]
+) -> tuple[dict[str, list[RunRecord]], str | None]:
+    """(``{method: finished runs}`` with the baseline method first, the resolved baseline or None).
+
+    A ``baseline`` that names no method (see :func:`_resolve_baseline`) is said in ``notes``.
+    """
+    by_method = {m: [r for r in collected.runs if r.method == m] for m in collected.methods}
+    resolved = _resolve_baseline(baseline, by_method)
+    if baseline and resolved is None:
+        notes.append(f"baseline {baseline!r} is not among the methods {list(by_method)}: no differences computed")
+    if resolved:
+        by_method = {resolved: by_method[resolved], **{m: rs for m, rs in by_method.items() if m != resolved}}
+    return by_method, resolved
+
+
+def _log_to_parent(tracking_uri: str, parent_run_id: str, paths: Sequence[Path]) -> None:
+    """Logs every written file as an artifact under ``report/`` of the sweep's parent run."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    for path in paths:
+        client.log_artifact(parent_run_id, str(path), "report")
+
+
 def build_report(
     tracking_uri: str,
     experiment_name: str | None = None,
@@ -246,18 +272,10 @@ def build_report(
     if not collected.runs:
         notes.append("no FINISHED runs: nothing to summarize")
     add_judge_means(collected.runs)
-    by_method = {m: [r for r in collected.runs if r.method == m] for m in collected.methods}
-    resolved = _resolve_baseline(baseline, by_method)
-    if baseline and resolved is None:
-        notes.append(f"baseline {baseline!r} is not among the methods {list(by_method)}: no differences computed")
-    if resolved:
-        by_method = {resolved: by_method[resolved], **{m: rs for m, rs in by_method.items() if m != resolved}}
+    by_method, resolved = _group_by_method(collected, baseline, notes)
     methods = list(by_method)
     specs = select_metrics(collected.runs)
-
-    def samples(run_id: str, bench: str):
-        return load_samples(tracking_uri, run_id, bench)
-
+    samples = functools.partial(load_samples, tracking_uri)  # (run_id, benchmark) -> per-problem correctness
     rows = build_rows(by_method, specs, resolved, samples, n_resamples=n_resamples, seed=seed)
     notes += _missing_notes(rows, resolved)
     plots = _make_plots(tracking_uri, by_method, out, notes) if collected.runs else {}
@@ -267,11 +285,7 @@ def build_report(
     md_path.write_text(_markdown(collected, rows, methods, resolved, plots, notes, n_resamples, seed))
     result = ReportResult(out, md_path, csv_path, runs_csv, plots, notes, None, rows)
     if log_to_parent and collected.parent_run_id:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri)
-        for path in result.paths:
-            client.log_artifact(collected.parent_run_id, str(path), "report")
+        _log_to_parent(tracking_uri, collected.parent_run_id, result.paths)
         result.parent_run_id = collected.parent_run_id
     log.info("report written to %s (%d files)", out, len(result.paths))
     return result

@@ -89,6 +89,71 @@ def _is_sweep_parent(run: Run) -> bool:
     return run.data.tags.get(SWEEP_ROLE_TAG) == SWEEP_ROLE
 
 
+def _experiment_ids(client: MlflowClient, tracking_uri: str, experiment_name: str | None) -> list[str]:
+    """The id of MLflow experiment ``experiment_name``, or of every experiment when it is None.
+
+    Raises:
+        ValueError: no experiment of that name in the store.
+    """
+    if experiment_name is None:
+        return [e.experiment_id for e in client.search_experiments()]
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        raise ValueError(f"MLflow experiment {experiment_name!r} not found in {tracking_uri}")
+    return [experiment.experiment_id]
+
+
+def _select_runs(
+    client: MlflowClient,
+    experiment_ids: list[str],
+    experiment_name: str | None,
+    sweep_id: str | None,
+    parent_run_id: str | None,
+    hipo_experiment: str | None,
+) -> tuple[list[Run], str | None, list[str], str]:
+    """(runs, sweep parent run id or None, experiment ids searched, description) by the first selector given.
+
+    The precedence is :func:`collect_runs`'s; ``parent_run_id`` searches its own experiment only.
+
+    Raises:
+        ValueError: no selector given.
+    """
+    if parent_run_id:
+        parent = client.get_run(parent_run_id)
+        experiment_ids = [parent.info.experiment_id]
+        found = _search_all(client, experiment_ids, f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+        description = f"children of parent run {parent_run_id}"
+    elif sweep_id:
+        found = [r for r in _search_all(client, experiment_ids, f"tags.`hipo.sweep_id` = '{sweep_id}'")]
+        parents = [r for r in found if _is_sweep_parent(r)]
+        found = [r for r in found if not _is_sweep_parent(r)]
+        parent_run_id = parents[0].info.run_id if parents else None
+        description = f"sweep {sweep_id}"
+    elif hipo_experiment:
+        found = _search_all(client, experiment_ids, f"tags.`hipo.experiment` = '{hipo_experiment}'")
+        parents = [r for r in found if _is_sweep_parent(r)]
+        description = f"experiment config {hipo_experiment}"
+        if parents:
+            latest = parents[-1]  # _search_all sorts by start time
+            parent_run_id = latest.info.run_id
+            found = _search_all(client, [latest.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+            description += f", latest of {len(parents)} sweep(s): {latest.data.tags.get('hipo.sweep_id')}"
+    elif experiment_name is not None:
+        found = [r for r in _search_all(client, experiment_ids, "") if not _is_sweep_parent(r)]
+        description = f"experiment {experiment_name}"
+    else:
+        raise ValueError("build_report needs experiment_name, hipo_experiment, sweep_id or parent_run_id")
+    return found, parent_run_id, experiment_ids, description
+
+
+def _common_parent(runs: list[Run]) -> str | None:
+    """The ``mlflow.parentRunId`` every run shares, or None (no parent, or several)."""
+    parents_of = {r.data.tags.get("mlflow.parentRunId") for r in runs}
+    if len(parents_of) == 1 and None not in parents_of:
+        return parents_of.pop()
+    return None
+
+
 def collect_runs(
     tracking_uri: str,
     experiment_name: str | None = None,
@@ -116,44 +181,14 @@ def collect_runs(
 
     prepare_store(tracking_uri)
     client = MlflowClient(tracking_uri)
-    if experiment_name is not None:
-        experiment = client.get_experiment_by_name(experiment_name)
-        if experiment is None:
-            raise ValueError(f"MLflow experiment {experiment_name!r} not found in {tracking_uri}")
-        experiment_ids = [experiment.experiment_id]
-    else:
-        experiment_ids = [e.experiment_id for e in client.search_experiments()]
-    if parent_run_id:
-        parent = client.get_run(parent_run_id)
-        experiment_ids = [parent.info.experiment_id]
-        found = _search_all(client, experiment_ids, f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
-        description = f"children of parent run {parent_run_id}"
-    elif sweep_id:
-        found = [r for r in _search_all(client, experiment_ids, f"tags.`hipo.sweep_id` = '{sweep_id}'")]
-        parents = [r for r in found if _is_sweep_parent(r)]
-        found = [r for r in found if not _is_sweep_parent(r)]
-        parent_run_id = parents[0].info.run_id if parents else None
-        description = f"sweep {sweep_id}"
-    elif hipo_experiment:
-        found = _search_all(client, experiment_ids, f"tags.`hipo.experiment` = '{hipo_experiment}'")
-        parents = [r for r in found if _is_sweep_parent(r)]
-        description = f"experiment config {hipo_experiment}"
-        if parents:
-            latest = parents[-1]  # _search_all sorts by start time
-            parent_run_id = latest.info.run_id
-            found = _search_all(client, [latest.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
-            description += f", latest of {len(parents)} sweep(s): {latest.data.tags.get('hipo.sweep_id')}"
-    elif experiment_name is not None:
-        found = [r for r in _search_all(client, experiment_ids, "") if not _is_sweep_parent(r)]
-        description = f"experiment {experiment_name}"
-    else:
-        raise ValueError("build_report needs experiment_name, hipo_experiment, sweep_id or parent_run_id")
+    experiment_ids = _experiment_ids(client, tracking_uri, experiment_name)
+    found, parent_run_id, experiment_ids, description = _select_runs(
+        client, experiment_ids, experiment_name, sweep_id, parent_run_id, hipo_experiment
+    )
     if not found:
         raise ValueError(f"no runs found for {description} in {tracking_uri}")
     if parent_run_id is None:
-        parents_of = {r.data.tags.get("mlflow.parentRunId") for r in found}
-        if len(parents_of) == 1 and None not in parents_of:
-            parent_run_id = parents_of.pop()
+        parent_run_id = _common_parent(found)
     records = [_record(r, group_by) for r in found]
     runs = [r for r in records if r.status == "FINISHED"]
     excluded = [r for r in records if r.status != "FINISHED"]

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
         write_atomically(Path(path), lambda handle: torch.save(checkpoint, handle))
+
+
+def last_checkpoint_callback(dirpath: str | Path, every_n_train_steps: int = 0) -> ModelCheckpoint:
+    """The periodic ``last.ckpt`` of ``dirpath`` (config: ``trainer.callbacks.last_checkpoint``).
+
+    Written every ``every_n_train_steps`` optimizer steps (0: only at the end, Lightning's ``None``) and overwritten
+    in place: no top-k files, no ``last-v1.ckpt`` (``resume=auto`` must find the newest state under one name); a
+    crash or a stop writes the same file.
+    """
+    return ModelCheckpoint(
+        dirpath=dirpath,
+        save_last=True,
+        save_top_k=0,
+        every_n_train_steps=every_n_train_steps or None,
+        enable_version_counter=False,
+    )
 
 
 def write_atomically(path: Path, write: Any) -> None:

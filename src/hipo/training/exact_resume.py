@@ -66,8 +66,8 @@ class ExactResume(Callback):
         crash_checkpoint: where to write a checkpoint when training crashes at a consistent point (``None``: never).
     """
 
-    def __init__(self, crash_checkpoint: Path | None = None) -> None:
-        self.crash_checkpoint = crash_checkpoint
+    def __init__(self, crash_checkpoint: str | Path | None = None) -> None:
+        self.crash_checkpoint = Path(crash_checkpoint) if crash_checkpoint is not None else None
         self.position: tuple[int, int] | None = None  # (epoch, batches done) at the last step boundary
         self.rng: dict[str, Any] | None = None  # this rank's RNG states at the last step boundary
         self._rng_to_restore: dict[str, Any] | None = None

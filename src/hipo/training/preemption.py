@@ -14,6 +14,7 @@ submitit's, which requeues the job -- is called after the job has recorded its s
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import signal
@@ -31,6 +32,8 @@ from hipo.errors import JobInterrupted
 
 log = logging.getLogger(__name__)
 
+_CURRENT: contextvars.ContextVar[StopRequests | None] = contextvars.ContextVar("hipo_stop_requests", default=None)
+
 
 def stop_signals() -> tuple[signal.Signals, ...]:
     """SIGTERM, SIGUSR1, SIGINT, and submitit's preemption signal (USR2 by default) when running under it."""
@@ -46,6 +49,10 @@ def stop_signals() -> tuple[signal.Signals, ...]:
 class StopRequests:
     """The job's handlers of :func:`stop_signals` (install with ``with requests.installed():``).
 
+    Inside that block :meth:`current` returns them: the stop callback built from config
+    (``trainer.callbacks.stop_at_step_boundary``) reads the job's requests there, as a signal handler is the
+    process's own and not a config value.
+
     Attributes:
         requested: the signal that asked for a stop, or None.
         deferring: True while training: a stop waits for the next step boundary.
@@ -56,19 +63,36 @@ class StopRequests:
         self.deferring = False
         self._previous: dict[int, Any] = {}
 
+    @staticmethod
+    def current() -> StopRequests:
+        """The requests of the enclosing :meth:`installed` block (of this thread).
+
+        Raises:
+            RuntimeError: outside such a block (a stop callback there would never see a signal).
+        """
+        requests = _CURRENT.get()
+        if requests is None:
+            raise RuntimeError("no StopRequests installed: build the Trainer inside `with StopRequests().installed():`")
+        return requests
+
     @contextlib.contextmanager
     def installed(self) -> Iterator[StopRequests]:
-        """Installs the handlers (main thread only) and restores the previous ones on exit."""
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        self._previous = {int(s): signal.getsignal(s) for s in stop_signals()}
-        self.install()
+        """Installs the handlers (main thread only), makes these the :meth:`current` requests, and restores the
+        previous handlers and requests on exit."""
+        token = _CURRENT.set(self)
         try:
-            yield self
+            if threading.current_thread() is not threading.main_thread():
+                yield self
+                return
+            self._previous = {int(s): signal.getsignal(s) for s in stop_signals()}
+            self.install()
+            try:
+                yield self
+            finally:
+                for signum, handler in self._previous.items():
+                    signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         finally:
-            for signum, handler in self._previous.items():
-                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+            _CURRENT.reset(token)
 
     def install(self) -> None:
         """(Re)installs this object's handler for every stop signal (Lightning replaces SIGTERM's in ``fit``)."""
@@ -115,13 +139,14 @@ class StopAtStepBoundary(Callback):
     """Ends training at the first optimizer-step boundary after a stop request, with a checkpoint.
 
     Args:
-        requests: the job's stop requests.
         checkpoint_path: where the checkpoint goes (``checkpoints/last.ckpt``, what ``resume=auto`` picks).
+        requests: the job's stop requests (default: :meth:`StopRequests.current`, those installed while the
+            callback is built).
     """
 
-    def __init__(self, requests: StopRequests, checkpoint_path: Path) -> None:
-        self.requests = requests
-        self.checkpoint_path = checkpoint_path
+    def __init__(self, checkpoint_path: str | Path, requests: StopRequests | None = None) -> None:
+        self.requests = requests if requests is not None else StopRequests.current()
+        self.checkpoint_path = Path(checkpoint_path)
         self._step_at_batch_start = 0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

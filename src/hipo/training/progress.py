@@ -60,6 +60,12 @@ class TQDMStepProgressBar(TQDMProgressBar):
             self.train_progress_bar.set_description(description, refresh=False)
 
 
-def step_progress_bar() -> ProgressBar:
-    """The bar Lightning would pick by default (rich where it is installed, else tqdm), described by steps."""
+def step_progress_bar(enabled: bool = True) -> ProgressBar | None:
+    """The bar Lightning would pick by default (rich where it is installed, else tqdm), described by steps.
+
+    None when not ``enabled`` (config: ``enabled: ${trainer.enable_progress_bar}``): a Trainer that shows no bar
+    refuses a progress-bar callback.
+    """
+    if not enabled:
+        return None
     return RichStepProgressBar() if _RICH_AVAILABLE else TQDMStepProgressBar()

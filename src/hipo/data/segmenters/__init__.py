@@ -1,4 +1,7 @@
-"""Segmenters: raw rows -> SegmentedPair (chosen by Hydra ``segmenter=fields|tags|rules``)."""
+"""Segmenters: raw rows -> SegmentedPair (chosen by Hydra ``segmenter=fields|tags|rules|llm``).
+
+``llm`` lives in :mod:`hipo.data.segmenters.llm` and is not imported here (it needs the ``openai`` SDK).
+"""
 
 from hipo.data.segmenters.base import FAILURE_POLICIES, Segmenter, segment_rows
 from hipo.data.segmenters.fields import FieldsSegmenter

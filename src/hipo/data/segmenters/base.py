@@ -23,9 +23,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from hipo.data.errors import DataError, RowLocation, SegmentationError
-from hipo.data.schema import DEFAULT_SEGMENTS, SegmentedPair, SegmentedResponse, Span
-from hipo.data.stats import EMPTY_RESPONSE, SEGMENTATION_FAILED, DataStats
+from hipo.data.data_stats import EMPTY_RESPONSE, SEGMENTATION_FAILED, DataStats
+from hipo.data.row_errors import DataError, RowLocation, SegmentationError
+from hipo.data.segmented import DEFAULT_SEGMENTS, SegmentedPair, SegmentedResponse, Span
 
 FAILURE_POLICIES = ("skip", "single_segment", "error")
 SIDES = ("chosen", "rejected")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hipo.data.errors import RowLocation, SegmentationError
-from hipo.data.schema import DEFAULT_SEGMENTS, SegmentedResponse, Span
+from hipo.data.row_errors import RowLocation, SegmentationError
+from hipo.data.segmented import DEFAULT_SEGMENTS, SegmentedResponse, Span
 from hipo.data.segmenters.base import Segmenter, require_text
 
 

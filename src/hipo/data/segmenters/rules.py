@@ -23,8 +23,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hipo.data.errors import RowLocation, SegmentationError
-from hipo.data.schema import DEFAULT_SEGMENTS, SegmentedResponse, Span
+from hipo.data.row_errors import RowLocation, SegmentationError
+from hipo.data.segmented import DEFAULT_SEGMENTS, SegmentedResponse, Span
 from hipo.data.segmenters.base import Segmenter, require_text, strip_span
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")

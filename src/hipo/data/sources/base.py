@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from hipo.data.errors import RowLocation
+from hipo.data.row_errors import RowLocation
 
 Row = Mapping[str, Any]
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hipo.data.errors import RowLocation
+from hipo.data.row_errors import RowLocation
 from hipo.data.sources.base import Row, file_digest
 
 MATH_STACK_EXCHANGE = "prhegde/preference-data-math-stack-exchange"

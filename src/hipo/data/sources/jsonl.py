@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from hipo.data.errors import DataError, RowLocation
+from hipo.data.row_errors import DataError, RowLocation
 from hipo.data.sources.base import Row, file_digest
 
 

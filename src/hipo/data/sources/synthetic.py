@@ -6,7 +6,7 @@ import json
 import random
 from collections.abc import Iterator, Mapping
 
-from hipo.data.errors import RowLocation
+from hipo.data.row_errors import RowLocation
 from hipo.data.sources.base import Row
 from hipo.data.synthetic.problems import generate_problems
 from hipo.data.synthetic.responses import ERROR_SEGMENTS, StructuredResponse, dispreferred_response, preferred_response

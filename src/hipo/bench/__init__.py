@@ -1,1 +1,0 @@
-"""`hipo bench`: step time, useful tokens/s and peak memory of training variants, measured side by side."""

@@ -1,0 +1,1 @@
+"""`hipo perf`: step time, useful tokens/s and peak memory of training variants, measured side by side."""
