@@ -160,6 +160,7 @@ def test_tuning_experiment_samples_weights_through_tune_variables() -> None:
         ("hipo_learned", "HiPOLoss", "UncertaintyWeights"),
         ("hipo_staged", "HiPOLoss", "StagedWeights"),
         ("kto", "KTOLoss", None),
+        ("hipo_kto", "SegmentKTOLoss", "FixedWeights"),
     ],
 )
 def test_method_presets_select_loss_and_weights(method: str, loss_target: str, weights_target: str | None) -> None:

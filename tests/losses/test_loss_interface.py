@@ -15,7 +15,7 @@ from torch import nn
 from hipo.app.builders import instantiate_component
 from hipo.config.compose import compose_config
 from hipo.config.schema import OptimConfig
-from hipo.losses.modules import DPOLoss, HiPOLoss, KTOLoss, PreferenceLoss
+from hipo.losses.modules import DPOLoss, HiPOLoss, KTOLoss, PreferenceLoss, SegmentKTOLoss
 from hipo.losses.types import LossOutput, SegmentLogps
 from hipo.losses.weights import FixedWeights, SegmentWeights, StagedWeights, UncertaintyWeights
 from hipo.training.module import PreferenceModule
@@ -23,7 +23,12 @@ from hipo.training.module import PreferenceModule
 CONF = Path(__file__).resolve().parents[2] / "conf"
 LOSSES = sorted(p.stem for p in (CONF / "loss").glob("*.yaml"))
 WEIGHTS = sorted(p.stem for p in (CONF / "loss" / "weights").glob("*.yaml"))
-EXPECTED = {"dpo": (DPOLoss, True), "hipo": (HiPOLoss, True), "kto": (KTOLoss, False)}
+EXPECTED = {
+    "dpo": (DPOLoss, True),
+    "hipo": (HiPOLoss, True),
+    "kto": (KTOLoss, False),
+    "hipo_kto": (SegmentKTOLoss, False),
+}
 
 
 def test_the_loss_configs_are_the_known_ones() -> None:
@@ -39,7 +44,7 @@ def test_every_configured_loss_is_a_preference_loss(name: str) -> None:
     assert isinstance(loss, PreferenceLoss) and type(loss) is cls
     assert type(loss).paired is paired and loss.paired is paired
     assert isinstance(loss.beta, float) and loss.beta == pytest.approx(float(cfg.loss.beta))
-    if name == "hipo":
+    if name in ("hipo", "hipo_kto"):
         assert isinstance(loss.weights, SegmentWeights)
         assert loss.weights is loss.get_submodule("weights")  # a registered submodule (learned weights train)
     else:

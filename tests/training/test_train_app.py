@@ -44,7 +44,7 @@ def captured_modules(monkeypatch: pytest.MonkeyPatch) -> list[PreferenceModule]:
     return built
 
 
-@pytest.mark.parametrize("loss", ["dpo", "hipo", "kto"])
+@pytest.mark.parametrize("loss", ["dpo", "hipo", "kto", "hipo_kto"])
 def test_each_loss_trains_and_writes_a_finished_mlflow_run(
     loss: str, tiny_cfg: Callable[..., DictConfig], captured_modules: list[PreferenceModule]
 ) -> None:
@@ -64,6 +64,8 @@ def test_each_loss_trains_and_writes_a_finished_mlflow_run(
             assert f"train/rewards/margin/{segment}" in run.data.metrics
             assert f"train/rewards/accuracy/{segment}" in run.data.metrics
         assert "train/weight/Mt" in run.data.metrics
+    if loss == "hipo_kto":
+        assert {"train/weight/Mt", "train/kto/kl/Mt", "train/term_loss/whole"} <= set(run.data.metrics)
     history = MlflowClient(cfg.logger.tracking_uri).get_metric_history(run.info.run_id, "train/loss")
     assert len(history) == cfg.trainer.max_steps
     artifacts = {a.path for a in MlflowClient(cfg.logger.tracking_uri).list_artifacts(run.info.run_id, "config")}

@@ -9,7 +9,8 @@ keyed WITHOUT the ``train/`` / ``val/`` prefix (the LightningModule adds it):
   for DPO, whose loss uses only the whole column); HiPO adds ``weight/<name>`` and ``term_loss/<name>`` (mean
   unweighted term loss over the pairs where the term is present).
 * KTO (``paired = False``; rows 0..N-1 examples, N..N+K-1 mismatched KL pairs): ``kto/kl``, ``rewards/desirable``,
-  ``rewards/undesirable`` (mean beta * log-ratio of each class present in the batch).
+  ``rewards/undesirable`` (mean beta * log-ratio of each class present in the batch); segment-level KTO reports
+  ``kto/kl/<name>`` per term and HiPO's ``weight/<name>`` / ``term_loss/<name>``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from hipo.losses.dpo import check_variant, dpo_loss
 from hipo.losses.hipo import hipo_loss
 from hipo.losses.kto import kto_loss
 from hipo.losses.metrics import pair_metrics
+from hipo.losses.segment_kto import segment_kto_loss
 from hipo.losses.types import LossOutput, SegmentLogps
 from hipo.losses.weights import SegmentWeights
 
@@ -93,6 +95,40 @@ class PreferenceLoss(nn.Module, ABC):
     @abstractmethod
     def forward(self, policy: SegmentLogps, reference: SegmentLogps, batch: TokenBatch) -> LossOutput:
         """The batch loss from the policy's and reference's per-segment log-probs [N, S+1]."""
+
+
+def checked_weights(loss: PreferenceLoss, weights: SegmentWeights | None) -> SegmentWeights:
+    """``weights`` when it is a ``SegmentWeights`` module giving one weight per term of ``loss`` (S+1)."""
+    name = type(loss).__name__
+    if not isinstance(weights, SegmentWeights):
+        raise ValueError(f"{name}: weights must be a hipo.losses.weights.SegmentWeights; got {type(weights)}")
+    with torch.no_grad():
+        shape = tuple(weights().shape)
+    if shape != (len(loss.term_names),):
+        raise ValueError(
+            f"{name}: the weight module gives shape {shape} but the terms are {loss.term_names} "
+            f"({len(loss.term_names)} = S+1 weights needed)"
+        )
+    return weights
+
+
+def term_loss_metrics(
+    names: Sequence[str], weights: torch.Tensor, term_losses: torch.Tensor, term_mask: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """``weight/<name>`` and ``term_loss/<name>`` (mean unweighted loss where the term is present) per term.
+
+    Args:
+        weights: [S+1]; term_losses: [N, S+1]; term_mask: [N, S+1] bool.
+    """
+    metrics: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        present = term_mask.sum(0)
+        term_means = term_losses.detach().sum(0) / present.clamp(min=1)
+    for k, (name, n) in enumerate(zip(names, present.tolist(), strict=True)):
+        metrics[f"weight/{name}"] = weights[k].detach()
+        if n > 0:
+            metrics[f"term_loss/{name}"] = term_means[k]
+    return metrics
 
 
 class PairedPreferenceLoss(PreferenceLoss):
@@ -207,16 +243,7 @@ class HiPOLoss(PairedPreferenceLoss):
         segment_names: Sequence[str] = DEFAULT_SEGMENTS,
     ) -> None:
         super().__init__(beta, segment_names, variant, label_smoothing)
-        if not isinstance(weights, SegmentWeights):
-            raise ValueError(f"HiPOLoss: weights must be a hipo.losses.weights.SegmentWeights; got {type(weights)}")
-        with torch.no_grad():
-            shape = tuple(weights().shape)
-        if shape != (len(self.term_names),):
-            raise ValueError(
-                f"HiPOLoss: the weight module gives shape {shape} but the terms are {self.term_names} "
-                f"({len(self.term_names)} = S+1 weights needed)"
-            )
-        self.weights = weights
+        self.weights = checked_weights(self, weights)
 
     def forward(self, policy: SegmentLogps, reference: SegmentLogps, batch: TokenBatch) -> LossOutput:
         self.check_logps(policy, reference)
@@ -237,13 +264,7 @@ class HiPOLoss(PairedPreferenceLoss):
         )
         loss = out.losses.mean() + self.weights.penalty()
         metrics = pair_metrics(out.chosen_rewards, out.rejected_rewards, out.term_mask, self.term_names)
-        with torch.no_grad():
-            present = out.term_mask.sum(0)
-            term_means = out.term_losses.detach().sum(0) / present.clamp(min=1)
-        for k, (name, n) in enumerate(zip(self.term_names, present.tolist(), strict=True)):
-            metrics[f"weight/{name}"] = weights[k].detach()
-            if n > 0:
-                metrics[f"term_loss/{name}"] = term_means[k]
+        metrics.update(term_loss_metrics(self.term_names, weights, out.term_losses, out.term_mask))
         return LossOutput(loss=loss, per_example=out.losses, metrics=metrics)
 
 
@@ -267,29 +288,18 @@ class KTOLoss(PreferenceLoss):
         segment_names: Sequence[str] = DEFAULT_SEGMENTS,
     ) -> None:
         super().__init__(segment_names)
+        name = type(self).__name__
         if not beta > 0:
-            raise ValueError(f"KTOLoss: beta must be positive; got {beta!r}")
+            raise ValueError(f"{name}: beta must be positive; got {beta!r}")
         if desirable_weight < 0 or undesirable_weight < 0:
-            raise ValueError(f"KTOLoss: class weights must be >= 0; got {desirable_weight!r}, {undesirable_weight!r}")
+            raise ValueError(f"{name}: class weights must be >= 0; got {desirable_weight!r}, {undesirable_weight!r}")
         self.beta = float(beta)
         self.desirable_weight = float(desirable_weight)
         self.undesirable_weight = float(undesirable_weight)
 
     def forward(self, policy: SegmentLogps, reference: SegmentLogps, batch: TokenBatch) -> LossOutput:
         self.check_logps(policy, reference)
-        rows = policy.sums.shape[0]
-        num_kl = batch.num_kl_sequences
-        num_examples = rows - num_kl
-        if batch.desirable is None:
-            raise ValueError("KTOLoss: batch.desirable is None; KTO needs an unpaired batch")
-        if num_kl < 1 or num_examples < 1:
-            raise ValueError(f"KTOLoss: need N >= 1 examples and K >= 1 KL rows; got {rows} rows with K = {num_kl}")
-        if tuple(batch.desirable.shape) != (num_examples,):
-            raise ValueError(
-                f"KTOLoss: batch.desirable has shape {tuple(batch.desirable.shape)}, expected ({num_examples},) "
-                f"= {rows} rows - {num_kl} KL rows"
-            )
-        desirable = batch.desirable.to(device=policy.sums.device, dtype=torch.bool)
+        num_examples, desirable = unpaired_rows(self, policy, batch)
         out = kto_loss(
             policy.sums[:num_examples, -1],
             reference.sums[:num_examples, -1],
@@ -300,10 +310,84 @@ class KTOLoss(PreferenceLoss):
             desirable_weight=self.desirable_weight,
             undesirable_weight=self.undesirable_weight,
         )
-        metrics: dict[str, torch.Tensor] = {"kto/kl": out.kl}
-        num_desirable = int(desirable.sum())
-        if num_desirable > 0:
-            metrics["rewards/desirable"] = out.rewards[desirable].mean()
-        if num_desirable < num_examples:
-            metrics["rewards/undesirable"] = out.rewards[~desirable].mean()
+        metrics = {"kto/kl": out.kl, **class_reward_metrics(out.rewards, desirable)}
         return LossOutput(loss=out.losses.mean(), per_example=out.losses, metrics=metrics)
+
+
+class SegmentKTOLoss(KTOLoss):
+    """Segment-level KTO (:mod:`hipo.losses.segment_kto`): a KTO term per segment and the whole response, each with
+    its own reference point, fused by a weight module; rows as :class:`KTOLoss` (examples, then KL rows).
+
+    Args:
+        beta: inverse temperature shared by all terms.
+        weights: a ``SegmentWeights`` module with S+1 terms.
+        desirable_weight: w_d; undesirable_weight: w_u.
+        segment_names: the S named segments.
+    """
+
+    weights: SegmentWeights
+
+    def __init__(
+        self,
+        beta: float = 0.1,
+        weights: SegmentWeights | None = None,
+        desirable_weight: float = 1.0,
+        undesirable_weight: float = 1.0,
+        segment_names: Sequence[str] = DEFAULT_SEGMENTS,
+    ) -> None:
+        super().__init__(beta, desirable_weight, undesirable_weight, segment_names)
+        self.weights = checked_weights(self, weights)
+
+    def forward(self, policy: SegmentLogps, reference: SegmentLogps, batch: TokenBatch) -> LossOutput:
+        self.check_logps(policy, reference)
+        n, desirable = unpaired_rows(self, policy, batch)
+        weights = self.weights()
+        out = segment_kto_loss(
+            policy.sums[:n],
+            reference.sums[:n],
+            policy.counts[:n],
+            desirable,
+            policy.sums[n:],
+            reference.sums[n:],
+            policy.counts[n:],
+            weights,
+            beta=self.beta,
+            desirable_weight=self.desirable_weight,
+            undesirable_weight=self.undesirable_weight,
+        )
+        metrics = {f"kto/kl/{name}": out.kl[k] for k, name in enumerate(self.term_names)}
+        metrics.update(class_reward_metrics(out.rewards[:, -1], desirable))
+        metrics.update(term_loss_metrics(self.term_names, weights, out.term_losses, out.term_mask))
+        return LossOutput(loss=out.losses.mean() + self.weights.penalty(), per_example=out.losses, metrics=metrics)
+
+
+def unpaired_rows(loss: PreferenceLoss, policy: SegmentLogps, batch: TokenBatch) -> tuple[int, torch.Tensor]:
+    """The number N of examples (rows 0..N-1; KL rows follow) and their ``desirable`` flags [N] bool.
+
+    Raises:
+        ValueError: a batch that is not unpaired, or whose row counts disagree.
+    """
+    name = type(loss).__name__
+    rows = policy.sums.shape[0]
+    num_kl = batch.num_kl_sequences
+    num_examples = rows - num_kl
+    if batch.desirable is None:
+        raise ValueError(f"{name}: batch.desirable is None; KTO needs an unpaired batch")
+    if num_kl < 1 or num_examples < 1:
+        raise ValueError(f"{name}: need N >= 1 examples and K >= 1 KL rows; got {rows} rows with K = {num_kl}")
+    if tuple(batch.desirable.shape) != (num_examples,):
+        raise ValueError(
+            f"{name}: batch.desirable has shape {tuple(batch.desirable.shape)}, expected ({num_examples},) "
+            f"= {rows} rows - {num_kl} KL rows"
+        )
+    return num_examples, batch.desirable.to(device=policy.sums.device, dtype=torch.bool)
+
+
+def class_reward_metrics(rewards: torch.Tensor, desirable: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``rewards/desirable`` and ``rewards/undesirable``: mean of [N] ``rewards`` over each class present."""
+    metrics: dict[str, torch.Tensor] = {}
+    if bool(desirable.any()):
+        metrics["rewards/desirable"] = rewards[desirable].mean()
+    if not bool(desirable.all()):
+        metrics["rewards/undesirable"] = rewards[~desirable].mean()
+    return metrics
