@@ -17,6 +17,9 @@ Definitions (n = number of seeds, m = number of paired problems):
   method), ``p = min(1, 2·Σ_{j ≤ min(k, d−k)} C(d, j) / 2^d)``; p = 1 when d = 0.
 - **Fallback** when either side lacks per-sample records (and for judge / held-out metrics, which have none):
   Δ = difference of the seed means, no test (p-values ``n/a``).
+- **MDE**: the minimal detectable effect at 80 % power (:mod:`hipo.report.power`), so that a comparison without a
+  significant Δ reads "no difference larger than MDE". A comparison is called a difference only when it is paired
+  and the bootstrap p < 0.05 (its 95 % interval excludes 0).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from hipo.report.power import ALPHA, paired_mde, seed_mde
 
 BOOTSTRAP_RESAMPLES = 10_000
 _CHUNK = 1_000
@@ -113,6 +118,7 @@ class Comparison:
         n_problems: paired problems (0 in the fallback); n_better / n_worse: discordant problems by direction.
         n_unpaired: problems only one of the two evaluated.
         test: ``paired`` or ``seed-means``.
+        mde: minimal detectable |Δ| at 80 % power and level 0.05 (nan when the sample sizes cannot give one).
     """
 
     diff: float
@@ -125,6 +131,12 @@ class Comparison:
     n_worse: int = 0
     n_unpaired: int = 0
     test: str = "seed-means"
+    mde: float = math.nan
+
+    @property
+    def significant(self) -> bool:
+        """Whether the report calls the methods different: a paired test with bootstrap p < 0.05."""
+        return self.test == "paired" and self.p_bootstrap < ALPHA
 
 
 def compare(
@@ -160,5 +172,9 @@ def compare(
                 n_worse=worse,
                 n_unpaired=len(set(a) ^ set(b)),
                 test="paired",
+                mde=paired_mde(diffs),
             )
-    return Comparison(diff=seed_stats(method_values).mean - seed_stats(baseline_values).mean)
+    return Comparison(
+        diff=seed_stats(method_values).mean - seed_stats(baseline_values).mean,
+        mde=seed_mde(method_values, baseline_values),
+    )

@@ -170,12 +170,21 @@ def summary_markdown(rows: Sequence[Row], methods: Sequence[str], kinds: Sequenc
     return "\n".join(lines)
 
 
+def verdict(comparison: Comparison) -> str:
+    """``different`` (paired, bootstrap p < 0.05), else ``no Δ > MDE`` (``untested`` without a test or an MDE)."""
+    if comparison.significant:
+        return "different"
+    if math.isnan(comparison.mde):
+        return "untested"
+    return f"no |Δ| > {fmt(comparison.mde)}" if comparison.test == "paired" else f"untested (MDE {fmt(comparison.mde)})"
+
+
 def comparison_markdown(rows: Sequence[Row], baseline: str, kinds: Sequence[str]) -> str:
     """One line per (method, metric) with a comparison: Δ, 95 % CI, sign-test and bootstrap p, problems."""
     lines = [
         f"| method | metric | Δ vs {baseline} | 95% CI (bootstrap) | p (sign) | p (bootstrap) "
-        "| problems (+/−) | test |",
-        "|---|---|---|---|---|---|---|---|",
+        "| problems (+/−) | test | MDE (80% power) | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     count = 0
     for r in rows:
@@ -186,7 +195,7 @@ def comparison_markdown(rows: Sequence[Row], baseline: str, kinds: Sequence[str]
         problems = f"{c.n_problems} (+{c.n_better}/−{c.n_worse})" if c.test == "paired" else "n/a"
         lines.append(
             f"| {r.method} | {r.metric.label} | {fmt(c.diff, signed=True)} | {ci} | {fmt_p(c.p_sign)} "
-            f"| {fmt_p(c.p_bootstrap)} | {problems} | {c.test} |"
+            f"| {fmt_p(c.p_bootstrap)} | {problems} | {c.test} | {fmt(c.mde)} | {verdict(c)} |"
         )
         count += 1
     return "\n".join(lines) if count else ""
@@ -194,7 +203,7 @@ def comparison_markdown(rows: Sequence[Row], baseline: str, kinds: Sequence[str]
 
 CSV_FIELDS = [
     "method", "metric", "label", "kind", "mean", "std", "n", "baseline", "diff", "ci_low", "ci_high",
-    "p_sign", "p_bootstrap", "n_problems", "n_better", "n_worse", "n_unpaired", "test",
+    "p_sign", "p_bootstrap", "n_problems", "n_better", "n_worse", "n_unpaired", "test", "mde", "verdict",
 ]  # fmt: skip
 
 
@@ -230,6 +239,8 @@ def write_csv(rows: Sequence[Row], baseline: str | None, path: Path) -> Path:
                     "n_worse": c.n_worse if c else 0,
                     "n_unpaired": c.n_unpaired if c else 0,
                     "test": c.test if c else "",
+                    "mde": num(c.mde) if c else "n/a",
+                    "verdict": verdict(c) if c else "",
                 }
             )
     return path
