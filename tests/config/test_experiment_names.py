@@ -19,6 +19,7 @@ from hipo.config.compose import compose_config
 NAMES = {
     "ablation_segmenter": ("ablation_segmenter", "ablation_segmenter"),
     "ablation_weights": ("ablation_weights", "ablation_weights"),
+    "control_positive": ("control_positive", "control_positive"),
     "demo": ("demo", "demo"),
     "paper_llama3.1_8b": ("paper_llama3.1_8b", "paper_llama3.1_8b"),
     "paper_qwen2.5_7b": ("paper_qwen2.5_7b", "paper_qwen2.5_7b"),
