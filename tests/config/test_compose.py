@@ -151,18 +151,24 @@ def test_tuning_experiment_samples_weights_through_tune_variables() -> None:
     assert instantiate_component(cfg.loss).weights().tolist() == pytest.approx([0.25, 0.7, 0.2, 0.3])
 
 
+METHOD_PRESETS = [  # (preset, loss class, weights class)
+    ("dpo", "DPOLoss", None),
+    ("dpo_beta0.2", "DPOLoss", None),
+    ("hipo", "HiPOLoss", "FixedWeights"),
+    ("hipo_learned", "HiPOLoss", "UncertaintyWeights"),
+    ("hipo_staged", "HiPOLoss", "StagedWeights"),
+    ("kto", "KTOLoss", None),
+    ("hipo_kto", "SegmentKTOLoss", "FixedWeights"),
+    ("hipo_mt_only", "HiPOLoss", "FixedWeights"),
+]
+
+
+def test_every_method_preset_is_checked() -> None:
+    assert sorted(m for m, _, _ in METHOD_PRESETS) == _options("method")
+
+
 @pytest.mark.slow  # a composition per option
-@pytest.mark.parametrize(
-    ("method", "loss_target", "weights_target"),
-    [
-        ("dpo", "DPOLoss", None),
-        ("hipo", "HiPOLoss", "FixedWeights"),
-        ("hipo_learned", "HiPOLoss", "UncertaintyWeights"),
-        ("hipo_staged", "HiPOLoss", "StagedWeights"),
-        ("kto", "KTOLoss", None),
-        ("hipo_kto", "SegmentKTOLoss", "FixedWeights"),
-    ],
-)
+@pytest.mark.parametrize(("method", "loss_target", "weights_target"), METHOD_PRESETS)
 def test_method_presets_select_loss_and_weights(method: str, loss_target: str, weights_target: str | None) -> None:
     cfg = _compose([f"method={method}"])
     assert cfg.loss._target_.endswith(loss_target)

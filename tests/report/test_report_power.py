@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hipo.report.power import paired_mde, seed_mde, t_quantile
-from hipo.report.stats import compare
+from hipo.report.stats import Comparison, compare
 from hipo.report.tables import verdict
 
 
@@ -35,7 +35,7 @@ def _seeds(rng: np.random.Generator, probabilities: np.ndarray, seeds: int = 3) 
     return [{f"p{i}": float(rng.random() < q) for i, q in enumerate(probabilities)} for _ in range(seeds)]
 
 
-def _comparisons(effect: float, trials: int, problems: int = 200, seed: int = 0) -> list:  # noqa: ANN401
+def _comparisons(effect: float, trials: int, problems: int = 200, seed: int = 0) -> list[Comparison]:
     rng = np.random.default_rng(seed)
     out = []
     for trial in range(trials):

@@ -28,7 +28,7 @@ from hipo.errors import ConfigError
 
 TARGET = "_target_"
 LABEL_KEYS = ("name",)  # config-only labels a component node may carry; never passed to the constructor
-_HYDRA_KEYS = (TARGET, "_recursive_", "_convert_", "_partial_", "_args_")
+_INSTANTIATE_FLAGS = ("_recursive_", "_convert_", "_partial_", "_args_")  # read by Hydra, not the constructor
 _PRIMITIVES: tuple[type, ...] = (int, float, str, bool)
 
 
@@ -144,7 +144,7 @@ def check_component(node: DictConfig, where: str) -> None:
         return
     values = OmegaConf.to_container(node, resolve=True)
     assert isinstance(values, dict)
-    for key in (*LABEL_KEYS, *_HYDRA_KEYS[1:], *config_only_keys(node)):
+    for key in (*LABEL_KEYS, *_INSTANTIATE_FLAGS, *config_only_keys(node)):
         values.pop(key, None)
     # Child components are checked on their own; here only their presence counts.
     values = {key: ({} if isinstance(value, dict) and TARGET in value else value) for key, value in values.items()}

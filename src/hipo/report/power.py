@@ -64,7 +64,10 @@ def paired_mde(differences: Sequence[float], alpha: float = ALPHA, power: float 
 def seed_mde(
     method_values: Sequence[float], baseline_values: Sequence[float], alpha: float = ALPHA, power: float = POWER
 ) -> float:
-    """MDE of a difference of seed means (see the module docstring); nan with fewer than 2 seeds on a side."""
+    """MDE of a difference of seed means (see the module docstring); nan with fewer than 2 seeds on a side.
+
+    Seeds that agree exactly on both sides (zero spread) give 0: the seeds then resolve any difference.
+    """
     a = np.asarray(list(method_values), dtype=np.float64)
     b = np.asarray(list(baseline_values), dtype=np.float64)
     if a.size < 2 or b.size < 2:
