@@ -46,10 +46,15 @@ def _worker(rank: int, port: int, folder: str) -> None:
         rows = mine + [p + 4 for p in mine]
         valid = torch.tensor([True, rank == 0])  # rank 1's second pair is shard padding
         metrics.update(
-            SegmentLogps(policy[rows], counts[rows]), SegmentLogps(reference[rows], counts[rows]), 1.0, valid
+            SegmentLogps(policy[rows], counts[rows]),
+            SegmentLogps(reference[rows], counts[rows]),
+            1.0,
+            valid,
+            pair_ids=torch.tensor([rank, -1 if rank == 1 else rank + 2]),
         )
         metrics.all_reduce()
         (Path(folder) / f"metrics-{rank}").write_text(repr(metrics.compute()))
+        metrics.write_pairs(Path(folder) / f"pairs-{rank}.csv")  # every rank holds every pair after the gather
 
 
 @pytest.mark.slow  # spawns two worker processes (gloo)
@@ -63,8 +68,15 @@ def test_rank_zero_writes_first_and_held_out_sums_are_exact(tmp_path: Path) -> N
     policy, reference = torch.randn(8, 2), torch.randn(8, 2)
     counts = torch.ones(8, 2, dtype=torch.long)
     rows = [0, 1, 2, 4, 5, 6]  # pairs 0, 1, 2 (pair 3 was rank 1's padding)
-    single.update(SegmentLogps(policy[rows], counts[rows]), SegmentLogps(reference[rows], counts[rows]), 1.0)
+    single.update(
+        SegmentLogps(policy[rows], counts[rows]),
+        SegmentLogps(reference[rows], counts[rows]),
+        1.0,
+        pair_ids=torch.tensor([0, 1, 2]),
+    )
     assert (tmp_path / "metrics-0").read_text() == (tmp_path / "metrics-1").read_text() == repr(single.compute())
+    expected = single.write_pairs(tmp_path / "pairs-single.csv").read_text()
+    assert (tmp_path / "pairs-0.csv").read_text() == (tmp_path / "pairs-1.csv").read_text() == expected
 
 
 def test_process_info_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,6 +28,9 @@ CORRECT = {
 }
 # held-out final accuracy on Mt per (method, seed); the other segments get 0.5 + 0.1 * seed
 VAL_MT = {("dpo", 0): 0.50, ("dpo", 1): 0.60, ("dpo", 2): 0.70, ("hipo", 0): 0.80, ("hipo", 1): 0.90, ("hipo", 2): 1.0}
+# with_pairs: each child's held_out/pairs.csv has 4 pairs; margin/Mt = MT_PAIRS[method] + 0.01 * seed, and its
+# val/rewards/margin/Mt is their mean (dpo 0.05, 0.06, 0.07; hipo 0.25, 0.26, 0.27)
+MT_PAIRS = {"dpo": (0.1, 0.2, -0.1, 0.0), "hipo": (0.3, 0.4, 0.1, 0.2)}
 JUDGE = {"logical_flow": 6.0, "final_answer_correctness": 8.0, "verbosity": 100.0}  # judge mean = 7 (no verbosity)
 
 
@@ -40,6 +43,7 @@ def _log_child(
     seed: int,
     with_train: bool,
     with_samples: bool,
+    with_pairs: bool = False,
 ) -> str:
     tags = {
         "mlflow.parentRunId": parent_id,
@@ -76,6 +80,12 @@ def _log_child(
             if not (method == "hipo" and seed == 2 and p == "p9")  # a problem one seed skipped: still pooled
         ]
         client.log_dict(run_id, records, "eval/toy/samples.json")
+    if with_pairs:
+        margins = [m + 0.01 * seed for m in MT_PAIRS[method]]
+        client.log_batch(run_id, metrics=[Metric("val/rewards/margin/Mt", sum(margins) / 4, now, 5)])
+        lines = ["pair,margin/Rq,margin/Mt,margin/Ra,margin/whole"]
+        lines += [f"{pair},,{margin!r},0.0,{margin!r}" for pair, margin in enumerate(margins)]
+        client.log_text(run_id, "\n".join(lines) + "\n", "held_out/pairs.csv")
     client.set_terminated(run_id, "FINISHED")
     return run_id
 
@@ -84,7 +94,9 @@ def _log_child(
 def fake_sweep(mlflow_uri: str, tmp_path: Path) -> Callable[..., dict[str, Any]]:
     """Factory: logs the fake sweep; returns {uri, experiment, sweep_id, parent, children, failed}."""
 
-    def make(with_train: bool = True, samples_missing_for: tuple[str, int] | None = None) -> dict[str, Any]:
+    def make(
+        with_train: bool = True, samples_missing_for: tuple[str, int] | None = None, with_pairs: bool = False
+    ) -> dict[str, Any]:
         client = MlflowClient(mlflow_uri)
         experiment_id = client.create_experiment("fake", artifact_location=(tmp_path / "artifacts").as_uri())
         sweep_id = "fake-sweep-1"
@@ -96,7 +108,9 @@ def fake_sweep(mlflow_uri: str, tmp_path: Path) -> Callable[..., dict[str, Any]]
         }
         parent = client.create_run(experiment_id, run_name="sweep-fake", tags=parent_tags).info.run_id
         children = [
-            _log_child(client, experiment_id, parent, sweep_id, m, s, with_train, (m, s) != samples_missing_for)
+            _log_child(
+                client, experiment_id, parent, sweep_id, m, s, with_train, (m, s) != samples_missing_for, with_pairs
+            )
             for m in ("dpo", "hipo")
             for s in range(3)
         ]

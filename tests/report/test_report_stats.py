@@ -85,28 +85,39 @@ def test_bootstrap_constant_positive_difference() -> None:
     assert low == pytest.approx(0.25) and high == pytest.approx(0.25) and p == 0.0
 
 
-def test_compare_paired_hand_values() -> None:
-    """Pooled dpo: p0..p4 = 1, rest 0. Pooled hipo: p0 = 2/3, p1..p6 = 1, rest 0.
-
-    Differences: p0 -1/3, p5 +1, p6 +1, others 0 -> Δ = (2 - 1/3)/10 = 1/6; discordant 3 (2 up, 1 down):
-    p_sign = 2 * (C(3,0) + C(3,1)) / 8 = 1.
-    """
+def test_compare_seed_t_test_hand_values() -> None:
+    """Per seed over the 10 shared problems: hipo 0.7, 0.7, 0.6; dpo 0.5, 0.5, 0.5. Δ = 1/6, SE = sqrt((1/300)/3)
+    = 1/30, t = 5 on 4 df: p = 0.00749 (Student t), 95 % CI = Δ ± 2.7764/30. The sign test over the pooled
+    problems: p0 -1/3, p5 +1, p6 +1 -> 2 up, 1 down, p = 2 · (C(3,0) + C(3,1)) / 8 = 1."""
     problems = [f"p{i}" for i in range(10)]
     dpo = [{p: float(i < 5) for i, p in enumerate(problems)}] * 3
     hipo = [{p: float(i < 7) for i, p in enumerate(problems)}] * 2 + [
         {p: float(0 < i < 7) for i, p in enumerate(problems)}
     ]
-    c = compare([0.7, 0.7, 0.6], [0.5, 0.5, 0.5], hipo, dpo, n_resamples=2000)
-    assert c.test == "paired" and c.diff == pytest.approx(1 / 6)
+    c = compare([0.0, 0.0, 0.0], [0.0, 0.0, 0.0], hipo, dpo)  # with records, the logged values are not used
+    assert c.test == "seeds" and c.diff == pytest.approx(1 / 6) and c.p_value == pytest.approx(0.0074904, rel=1e-4)
+    assert c.ci_low == pytest.approx(1 / 6 - 2.7764 / 30, abs=2e-4) and c.significant
     assert (c.n_problems, c.n_better, c.n_worse, c.n_unpaired) == (10, 2, 1, 0) and c.p_sign == pytest.approx(1.0)
+
+
+def test_compare_paired_bootstrap_with_one_seed_on_a_side() -> None:
+    """hipo one seed correct on p0..p6, dpo pooled over 3 seeds p0..p4 -> Δ = 0.2 over 10 problems, 2 up 0 down."""
+    problems = [f"p{i}" for i in range(10)]
+    dpo = [{p: float(i < 5) for i, p in enumerate(problems)}] * 3
+    c = compare([0.7], [0.5, 0.5, 0.5], [{p: float(i < 7) for i, p in enumerate(problems)}], dpo, n_resamples=2000)
+    assert c.test == "paired" and c.diff == pytest.approx(0.2) and (c.n_better, c.n_worse) == (2, 0)
     assert c.ci_low <= c.diff <= c.ci_high
 
 
-def test_compare_falls_back_to_seed_means_without_records() -> None:
-    """Δ = mean(0.7, 0.7, 0.6) - mean(0.5, 0.5, 0.5) = 1/6, no test."""
+def test_compare_seed_values_without_records() -> None:
+    """No records: the t-test over the logged values, no sign test; one seed on a side and none: no test."""
     c = compare([0.7, 0.7, 0.6], [0.5, 0.5, 0.5], None, [{"p": 1.0}])
-    assert c.test == "seed-means" and c.diff == pytest.approx(1 / 6)
-    assert math.isnan(c.p_sign) and math.isnan(c.p_bootstrap) and c.n_problems == 0
+    assert c.test == "seeds" and c.diff == pytest.approx(1 / 6) and c.p_value == pytest.approx(0.0074904, rel=1e-4)
+    assert math.isnan(c.p_sign) and c.n_problems == 0
+    untested = compare([0.7], [0.5, 0.5, 0.5])
+    assert untested.test == "none" and math.isnan(untested.p_value) and not untested.significant
+    exact = compare([0.6, 0.6], [0.5, 0.5])  # seeds that agree exactly: the difference is exact
+    assert exact.p_value == 0.0 and compare([0.5, 0.5], [0.5, 0.5]).p_value == 1.0
 
 
 def test_compare_pairs_only_shared_problems() -> None:

@@ -166,3 +166,21 @@ def test_a_crash_leaves_a_failed_run_and_a_checkpoint_that_resumes(
     assert [m.step for m in history] == [0, 1, 2, 3]  # steps 0-2 from the crashed job, step 3 from the resumed one
     resumed = load_file(Path(result["output_dir"]) / "final" / "model.safetensors")
     assert all(torch.equal(resumed[k], v) for k, v in uninterrupted.items())  # ends where the uninterrupted run ends
+
+
+@pytest.mark.parametrize("train_pairs", [12, 24])  # 12 = 3 steps x 4: fit's epoch-end validation is the last step
+def test_held_out_pairs_are_written_and_scored_once_after_training(
+    train_pairs: int, tiny_cfg: Callable[..., DictConfig], captured_modules: list[PreferenceModule]
+) -> None:
+    cfg = tiny_cfg(f"data.source.num_pairs={train_pairs}")
+    result = train_app.train(cfg)
+    (module,) = captured_modules
+    # before training, then once at step 3: by fit's epoch end (12 pairs) or by the explicit pass (24), not both
+    assert module.held_out_steps == [0, 3] and len(module.held_out_results) == 2
+    pairs = (Path(result["output_dir"]) / "held_out" / "pairs.csv").read_text().splitlines()
+    assert pairs[0] == "pair,margin/Rq,margin/Mt,margin/Ra,margin/whole" and len(pairs) == 1 + 8
+    whole = [float(line.split(",")[4]) for line in pairs[1:]]
+    assert sum(whole) / len(whole) == pytest.approx(result["val_after"]["rewards/margin/whole"], rel=1e-9)
+    (run,) = _runs(cfg)
+    listed = {a.path for a in MlflowClient(cfg.logger.tracking_uri).list_artifacts(run.info.run_id, "held_out")}
+    assert listed == {"held_out/pairs.csv"}

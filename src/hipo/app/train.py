@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -55,6 +56,7 @@ from hipo.training.preemption import StopRequests
 log = logging.getLogger(__name__)
 
 VAL_BEFORE = "val_before/"
+HELD_OUT_PAIRS = "held_out/pairs.csv"  # each held-out pair's margins after training (output dir and MLflow)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -166,7 +168,8 @@ def _run(
         val_before = _held_out_before(cfg, trainer, module, job, run_id, continue_run)
         with requests.deferred():
             trainer.fit(module, datamodule=job.datamodule, ckpt_path=str(job.checkpoint) if job.checkpoint else None)
-        trainer.validate(module, datamodule=job.datamodule, verbose=False)
+        if not module.held_out_steps or module.held_out_steps[-1] != trainer.global_step:
+            trainer.validate(module, datamodule=job.datamodule, verbose=False)  # else fit's last one is current
         val_after = module.held_out_results[-1]
         result: dict[str, Any] = {"run_id": run_id, "val_before": val_before, "val_after": val_after}
         result["output_dir"] = str(output_dir)
@@ -305,6 +308,8 @@ def _finish(
     print(table)
     (job.output_dir / "held_out.md").write_text(table + "\n")
     mlflow.log_text(table, "held_out.md", run_id=run_id)
+    pairs = module.held_out.write_pairs(job.output_dir / HELD_OUT_PAIRS)
+    mlflow.log_artifact(str(pairs), Path(HELD_OUT_PAIRS).parent.as_posix(), run_id=run_id)
     print(f"MLflow run id: {run_id}  (experiment {cfg.logger.experiment_name!r}, store {cfg.logger.tracking_uri})")
 
 

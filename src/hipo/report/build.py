@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hipo.report.collect import CollectedRuns, RunRecord, benchmarks_of, collect_runs, load_samples, metric_history
+from hipo.report.collect import (
+    CollectedRuns,
+    RunRecord,
+    benchmarks_of,
+    collect_runs,
+    metric_history,
+)
 from hipo.report.plots import History, plot_bars, plot_training_curves, plot_weights
+from hipo.report.records import RunRecords
 from hipo.report.tables import (
     Row,
     add_judge_means,
@@ -28,11 +34,14 @@ log = logging.getLogger(__name__)
 
 STATISTICS_NOTE = (
     "Cells are mean ± sample std (ddof 1) of each run's final value over seeds (n = finished runs). Δ compares a "
-    "method with the baseline. Benchmark accuracy with per-sample records: per-problem correctness is pooled over "
-    "seeds (mean over the seeds that evaluated the problem), paired over the problems both methods evaluated; Δ is "
-    "the mean per-problem difference, the 95% CI and p (bootstrap) come from {resamples} paired bootstrap resamples "
-    "of the problems (seed {seed}), p (sign) is the exact two-sided sign test over the discordant problems. "
-    "Without records (and for judge and held-out metrics) Δ is the difference of seed means and p is n/a."
+    "method with the baseline. With ≥ 2 seeds on both sides the test is a t-test over seeds (test `seeds`): each "
+    "seed's value is its mean over the problems (benchmark problems, held-out pairs) that every seed of both sides "
+    "has a record of, else its logged final value; the 95% CI is Δ ± t·SE and p (test) is two-sided Student-t. With "
+    "one seed on a side and per-problem records on both, the test is a paired bootstrap over problems ({resamples} "
+    "resamples, seed {seed}; test `paired`), blind to seed-to-seed variation. p (sign) is the exact two-sided sign "
+    "test over the discordant problems (seeds pooled) and decides nothing. 'problems' counts the problems tested "
+    "(+ better / − worse). The MDE is the smallest |Δ| the test finds with 80 % power at level 0.05; a difference "
+    "is called only where p (test) < 0.05. Statistics: `hipo.report.stats`."
 )
 
 
@@ -144,12 +153,13 @@ def _missing_notes(rows: Sequence[Row], baseline: str | None) -> list[str]:
     for row in rows:
         if row.stats.n == 0:
             notes.append(f"`{row.metric.key}` is missing for method {row.method}")
-    fallback = sorted({r.metric.label for r in rows if r.comparison and r.metric.kind == "benchmark"
-                       and r.comparison.test != "paired"})  # fmt: skip
-    if fallback:
+    unrecorded = sorted({r.metric.label for r in rows if r.comparison and r.comparison.n_problems == 0
+                         and r.metric.kind in ("benchmark", "held_out")})  # fmt: skip
+    if unrecorded:
         notes.append(
-            f"no per-sample records (`eval/<bench>/samples.json`) for every run of a method or of {baseline} on: "
-            f"{', '.join(fallback)}; Δ is the difference of seed means there, p n/a"
+            f"no per-problem records (`eval/<bench>/samples.json`, `held_out/pairs.csv`) shared by every run of a "
+            f"method and of {baseline} on: {', '.join(unrecorded)}; the runs' logged values are compared there "
+            "(t-test over seeds, or untested with one seed on a side)"
         )
     return notes
 
@@ -275,8 +285,7 @@ def build_report(
     by_method, resolved = _group_by_method(collected, baseline, notes)
     methods = list(by_method)
     specs = select_metrics(collected.runs)
-    samples = functools.partial(load_samples, tracking_uri)  # (run_id, benchmark) -> per-problem correctness
-    rows = build_rows(by_method, specs, resolved, samples, n_resamples=n_resamples, seed=seed)
+    rows = build_rows(by_method, specs, resolved, RunRecords(tracking_uri), n_resamples=n_resamples, seed=seed)
     notes += _missing_notes(rows, resolved)
     plots = _make_plots(tracking_uri, by_method, out, notes) if collected.runs else {}
     csv_path = write_csv(rows, resolved, out / "report.csv")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -253,3 +255,42 @@ def load_samples(tracking_uri: str, run_id: str, benchmark: str) -> dict[str, fl
             raise ValueError(f"{here}: field 'id' is missing")
         out[str(record["id"])] = _problem_correctness(record, here)
     return out
+
+
+HELD_OUT_PAIRS = "held_out/pairs.csv"  # written by hipo.app.train: each held-out pair's margins after training
+
+
+def load_held_out_pairs(tracking_uri: str, run_id: str) -> dict[str, dict[str, float]] | None:
+    """``{term: {pair id: margin}}`` from the run's ``held_out/pairs.csv`` (nan: term absent); None if absent.
+
+    Raises:
+        ValueError: the file lacks the ``pair`` column or holds a value that is not a number (names run and line).
+    """
+    client = MlflowClient(tracking_uri)
+    if not any(f.path == HELD_OUT_PAIRS for f in client.list_artifacts(run_id, "held_out")):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(client.download_artifacts(run_id, HELD_OUT_PAIRS, tmp))
+        with path.open(newline="") as handle:
+            rows = list(csv.reader(handle))
+    where = f"run {run_id} artifact {HELD_OUT_PAIRS}"
+    if not rows or rows[0][:1] != ["pair"]:
+        raise ValueError(f"{where}:1: expected a header starting with 'pair'")
+    terms = [name.removeprefix("margin/") for name in rows[0][1:]]
+    out: dict[str, dict[str, float]] = {term: {} for term in terms}
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(terms) + 1:
+            raise ValueError(f"{where}:{line}: expected {len(terms) + 1} fields, got {len(row)}")
+        for term, value in zip(terms, row[1:], strict=True):
+            try:
+                out[term][row[0]] = float(value) if value else math.nan
+            except ValueError:
+                raise ValueError(f"{where}:{line}: margin/{term}={value!r} is not a number") from None
+    return out
+
+
+def pair_accuracy(margin: float) -> float:
+    """A held-out pair's accuracy on one term: 1 for a positive margin, 1/2 for a tie, 0 below (nan stays nan)."""
+    if math.isnan(margin):
+        return math.nan
+    return 1.0 if margin > 0 else 0.5 if margin == 0 else 0.0

@@ -49,6 +49,33 @@ def t_quantile(p: float, df: float) -> float:
     return z + sum(term / df ** (power + 1) for power, term in enumerate(terms))
 
 
+def t_two_sided_p(t: float, df: int) -> float:
+    """Two-sided p-value ``P(|T| >= |t|)`` of Student's t with integer ``df``, exact (Abramowitz & Stegun 26.7.3-4).
+
+    With theta = atan(|t| / sqrt(df)) and c = cos(theta), ``P(|T| < |t|)`` is
+    ``(2 / pi) * (theta + sin(theta) * (c + 2/3 c^3 + ... + (2*4...(df-3)) / (1*3...(df-2)) c^(df-2)))`` for odd df
+    (just ``2 theta / pi`` for df = 1) and ``sin(theta) * (1 + 1/2 c^2 + ... + (1*3...(df-3)) / (2*4...(df-2))
+    c^(df-2))`` for even df.
+    """
+    if df < 1 or int(df) != df:
+        raise ValueError(f"t_two_sided_p: df must be a positive integer, got {df}")
+    theta = math.atan(abs(t) / math.sqrt(df))
+    c, sine = math.cos(theta), math.sin(theta)
+    if df % 2 == 1:
+        term, series = c, 0.0
+        for k in range(1, (df - 1) // 2 + 1):  # terms c^1, c^3, ..., c^(df-2)
+            series += term
+            term *= c * c * (2 * k) / (2 * k + 1)
+        inside = (2 / math.pi) * (theta + sine * series)
+    else:
+        term, series = 1.0, 0.0
+        for k in range(1, df // 2 + 1):  # terms c^0, c^2, ..., c^(df-2)
+            series += term
+            term *= c * c * (2 * k - 1) / (2 * k)
+        inside = sine * series
+    return min(1.0, max(0.0, 1.0 - inside))
+
+
 def paired_mde(differences: Sequence[float], alpha: float = ALPHA, power: float = POWER) -> float:
     """MDE of a paired mean over m problems (see the module docstring); nan for m < 2."""
     diffs = np.asarray(list(differences), dtype=np.float64)

@@ -15,17 +15,23 @@ SEGMENT_ORDER = ("Rq", "Mt", "Ra", "whole")
 JUDGE_EXCLUDED = ("verbosity",)  # a length measure, not a quality dimension: not averaged into the judge mean
 HELD_OUT_PREFIXES = ("val/rewards/accuracy/", "val_after/rewards/accuracy/")
 
-SamplesLoader = Callable[[str, str], "Mapping[str, float] | None"]
+RecordsLoader = Callable[[str, "MetricSpec"], "Mapping[str, float] | None"]
 
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """A reported metric: MLflow ``key``, short ``label``, ``kind`` (benchmark | judge | judge_dim | held_out)."""
+    """A reported metric: MLflow ``key``, short ``label``, ``kind`` (benchmark | judge | judge_dim | held_out).
+
+    Held-out metrics also name their ``term`` (Rq, Mt, Ra, whole) and ``statistic`` (accuracy | margin): each
+    pair's record is that term's margin, or the accuracy it implies.
+    """
 
     key: str
     label: str
     kind: str
     benchmark: str | None = None
+    term: str | None = None
+    statistic: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,15 @@ def select_metrics(runs: Sequence[RunRecord]) -> list[MetricSpec]:
         for key in sorted(k for k in keys if k.startswith(prefix)):
             specs.append(MetricSpec(key, f"{bench} {key[len(prefix) :]}", "judge_dim", bench))
     prefix, segments = held_out_segments(runs)
-    specs += [MetricSpec(f"{prefix}{s}", f"held-out acc {s}", "held_out") for s in segments]
+    specs += [
+        MetricSpec(f"{prefix}{s}", f"held-out acc {s}", "held_out", term=s, statistic="accuracy") for s in segments
+    ]
+    margin_prefix = prefix.replace("/accuracy/", "/margin/")
+    specs += [
+        MetricSpec(f"{margin_prefix}{s}", f"held-out margin {s}", "held_out", term=s, statistic="margin")
+        for s in segments
+        if f"{margin_prefix}{s}" in keys
+    ]
     return specs
 
 
@@ -91,7 +105,7 @@ def build_rows(
     by_method: Mapping[str, Sequence[RunRecord]],
     metrics: Sequence[MetricSpec],
     baseline: str | None,
-    load_samples: SamplesLoader,
+    load_records: RecordsLoader,
     n_resamples: int = 10_000,
     seed: int = 0,
 ) -> list[Row]:
@@ -101,22 +115,23 @@ def build_rows(
         by_method: finished runs grouped by method (the baseline's runs included).
         metrics: from :func:`select_metrics`.
         baseline: the reference method, or None (no comparisons).
-        load_samples: ``(run_id, benchmark) -> {problem: correctness} | None``; used for benchmark accuracies.
+        load_records: ``(run_id, spec) -> {problem: value} | None``, a run's per-problem records of a benchmark
+            or held-out metric (None: the run has none; judge metrics have none).
         n_resamples, seed: paired bootstrap settings.
     """
-    cache: dict[tuple[str, str], Mapping[str, float] | None] = {}
+    cache: dict[tuple[str, MetricSpec], Mapping[str, float] | None] = {}
 
     def samples(runs: Sequence[RunRecord], spec: MetricSpec) -> list[Mapping[str, float]] | None:
-        if spec.kind != "benchmark" or spec.benchmark is None:
+        if spec.kind not in ("benchmark", "held_out"):
             return None
         out: list[Mapping[str, float]] = []
         for run in runs:
-            key = (run.run_id, spec.benchmark)
+            key = (run.run_id, spec)
             if key not in cache:
-                cache[key] = load_samples(*key)
+                cache[key] = load_records(*key)
             records = cache[key]
             if records is None:
-                return None  # one seed without records: no pooled paired test for this method
+                return None  # one seed without records: the method's test uses the seeds' logged values
             out.append(records)
         return out
 
@@ -171,18 +186,18 @@ def summary_markdown(rows: Sequence[Row], methods: Sequence[str], kinds: Sequenc
 
 
 def verdict(comparison: Comparison) -> str:
-    """``different`` (paired, bootstrap p < 0.05), else ``no Δ > MDE`` (``untested`` without a test or an MDE)."""
+    """``different`` (the test's p < 0.05), else ``no |Δ| > MDE``; ``untested`` without a test."""
     if comparison.significant:
         return "different"
-    if math.isnan(comparison.mde):
+    if comparison.test == "none" or math.isnan(comparison.mde):
         return "untested"
-    return f"no |Δ| > {fmt(comparison.mde)}" if comparison.test == "paired" else f"untested (MDE {fmt(comparison.mde)})"
+    return f"no |Δ| > {fmt(comparison.mde)}"
 
 
 def comparison_markdown(rows: Sequence[Row], baseline: str, kinds: Sequence[str]) -> str:
-    """One line per (method, metric) with a comparison: Δ, 95 % CI, sign-test and bootstrap p, problems."""
+    """One line per (method, metric) with a comparison: Δ, 95 % CI, sign-test and test p, problems, MDE."""
     lines = [
-        f"| method | metric | Δ vs {baseline} | 95% CI (bootstrap) | p (sign) | p (bootstrap) "
+        f"| method | metric | Δ vs {baseline} | 95% CI | p (sign) | p (test) "
         "| problems (+/−) | test | MDE (80% power) | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -192,10 +207,10 @@ def comparison_markdown(rows: Sequence[Row], baseline: str, kinds: Sequence[str]
         if c is None or r.metric.kind not in kinds:
             continue
         ci = "n/a" if math.isnan(c.ci_low) else f"[{fmt(c.ci_low, signed=True)}, {fmt(c.ci_high, signed=True)}]"
-        problems = f"{c.n_problems} (+{c.n_better}/−{c.n_worse})" if c.test == "paired" else "n/a"
+        problems = f"{c.n_problems} (+{c.n_better}/−{c.n_worse})" if c.n_problems else "n/a"
         lines.append(
             f"| {r.method} | {r.metric.label} | {fmt(c.diff, signed=True)} | {ci} | {fmt_p(c.p_sign)} "
-            f"| {fmt_p(c.p_bootstrap)} | {problems} | {c.test} | {fmt(c.mde)} | {verdict(c)} |"
+            f"| {fmt_p(c.p_value)} | {problems} | {c.test} | {fmt(c.mde)} | {verdict(c)} |"
         )
         count += 1
     return "\n".join(lines) if count else ""
@@ -203,7 +218,7 @@ def comparison_markdown(rows: Sequence[Row], baseline: str, kinds: Sequence[str]
 
 CSV_FIELDS = [
     "method", "metric", "label", "kind", "mean", "std", "n", "baseline", "diff", "ci_low", "ci_high",
-    "p_sign", "p_bootstrap", "n_problems", "n_better", "n_worse", "n_unpaired", "test", "mde", "verdict",
+    "p_sign", "p_value", "n_problems", "n_better", "n_worse", "n_unpaired", "test", "mde", "verdict",
 ]  # fmt: skip
 
 
@@ -233,7 +248,7 @@ def write_csv(rows: Sequence[Row], baseline: str | None, path: Path) -> Path:
                     "ci_low": num(c.ci_low) if c else "n/a",
                     "ci_high": num(c.ci_high) if c else "n/a",
                     "p_sign": num(c.p_sign) if c else "n/a",
-                    "p_bootstrap": num(c.p_bootstrap) if c else "n/a",
+                    "p_value": num(c.p_value) if c else "n/a",
                     "n_problems": c.n_problems if c else 0,
                     "n_better": c.n_better if c else 0,
                     "n_worse": c.n_worse if c else 0,

@@ -1,6 +1,10 @@
-"""Held-out preference accuracy per segment, accumulated exactly over a whole validation set."""
+"""Held-out preference accuracy per segment, accumulated exactly over a whole validation set, and each pair's
+margins (the records ``hipo report`` tests over pairs)."""
 
 from __future__ import annotations
+
+import csv
+from pathlib import Path
 
 import torch
 
@@ -25,14 +29,21 @@ class HeldOutPreferenceMetrics:
         self.margin_sum = torch.zeros(n, dtype=torch.float64)
         self.correct = torch.zeros(n, dtype=torch.float64)
         self.present = torch.zeros(n, dtype=torch.float64)
+        self.pair_margins: dict[int, list[float]] = {}  # pair id -> margin per term (nan: absent on both sides)
 
     @torch.no_grad()
     def update(
-        self, policy: SegmentLogps, reference: SegmentLogps, beta: float, valid: torch.Tensor | None = None
+        self,
+        policy: SegmentLogps,
+        reference: SegmentLogps,
+        beta: float,
+        valid: torch.Tensor | None = None,
+        pair_ids: torch.Tensor | None = None,
     ) -> None:
         """Adds one paired batch: rows 0..B-1 chosen, B..2B-1 rejected; sums/counts [2B, S+1].
 
         ``valid`` [B] bool leaves out padding pairs (equal-length validation shards over several ranks).
+        ``pair_ids`` [B] (the pairs' indices in the validation set) also keeps each valid pair's margins.
         """
         if policy.sums.shape != reference.sums.shape:
             raise ValueError(f"policy {tuple(policy.sums.shape)} and reference {tuple(reference.sums.shape)} differ")
@@ -49,6 +60,11 @@ class HeldOutPreferenceMetrics:
         self.margin_sum += (margins * present).sum(0)
         self.correct += (score * present).sum(0)
         self.present += present.sum(0)
+        if pair_ids is not None:
+            kept = margins.masked_fill(present == 0, float("nan"))
+            for row, pair in enumerate(pair_ids.tolist()):
+                if valid is None or bool(valid[row]):
+                    self.pair_margins[int(pair)] = kept[row].tolist()
 
     def all_reduce(self) -> None:
         """Sums the accumulators over every rank of the default process group (exact: sums and counts, float64)."""
@@ -59,6 +75,9 @@ class HeldOutPreferenceMetrics:
         reduced = stacked.to(device)
         dist.all_reduce(reduced)
         self.margin_sum, self.correct, self.present = reduced.cpu().unbind(0)
+        shards: list[dict[int, list[float]] | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(shards, self.pair_margins)
+        self.pair_margins = {pair: row for shard in shards if shard for pair, row in shard.items()}
 
     def compute(self) -> dict[str, float]:
         """``rewards/accuracy/<name>``, ``rewards/margin/<name>`` and ``pairs/<name>`` over everything added."""
@@ -71,3 +90,18 @@ class HeldOutPreferenceMetrics:
             out[f"rewards/margin/{name}"] = float(self.margin_sum[i]) / n
             out[f"pairs/{name}"] = n
         return out
+
+    def write_pairs(self, path: Path) -> Path:
+        """Writes each kept pair's margins as CSV: ``pair,margin/<term>...`` sorted by pair (empty: term absent).
+
+        A pair's accuracy on a term follows from its margin (> 0: 1, = 0: 1/2, < 0: 0), so the margins are the
+        whole record.
+        """
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["pair", *(f"margin/{name}" for name in self.names)])
+            for pair in sorted(self.pair_margins):
+                row = self.pair_margins[pair]
+                writer.writerow([pair, *("" if value != value else repr(value) for value in row)])
+        return path

@@ -63,6 +63,7 @@ class PreferenceModule(L.LightningModule):
         self.logprob_chunk_size = logprob_chunk_size
         self.held_out = HeldOutPreferenceMetrics([*self.segment_names, "whole"])
         self.held_out_results: list[dict[str, float]] = []
+        self.held_out_steps: list[int] = []  # the optimizer step each entry of held_out_results was measured at
         # True while the policy provably equals the reference (fresh LoRA: B = 0); validation then skips the
         # policy pass. Cleared by the first optimizer step.
         self.policy_equals_reference = policy_starts_as_reference
@@ -109,13 +110,17 @@ class PreferenceModule(L.LightningModule):
             self._val_reference[key] = reference
         policy = reference if self.policy_equals_reference else self.policy_logps(batch)
         beta = self.loss_fn.beta
-        self.held_out.update(policy, reference, beta=beta, valid=batch.example_ids >= 0)  # -1: shard padding
+        valid = batch.example_ids >= 0  # -1: shard padding
+        self.held_out.update(policy, reference, beta=beta, valid=valid, pair_ids=batch.example_ids)
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.world_size > 1:  # each rank scored its shard: sum the exact accumulators
             self.held_out.all_reduce()
         results = self.held_out.compute()
+        if self.trainer.sanity_checking:  # a partial pass over a few batches: not a measurement
+            return
         self.held_out_results.append(results)
+        self.held_out_steps.append(self.global_step)
         for key, value in results.items():
             self.log(f"val/{key}", value, rank_zero_only=True)
 
