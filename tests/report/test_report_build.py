@@ -34,28 +34,29 @@ def test_report_of_a_sweep_writes_tables_plots_and_parent_artifacts(fake_sweep, 
     # hipo accuracy over its 3 FINISHED seeds (the failed run's 0.0 is excluded): 0.7, 0.7, 0.6
     hipo = rows[("hipo", "eval/toy/accuracy")]
     assert float(hipo["mean"]) == pytest.approx(2 / 3) and float(hipo["std"]) == pytest.approx(math.sqrt(1 / 300))
-    assert hipo["n"] == "3" and hipo["test"] == "seeds" and hipo["baseline"] == "dpo"
-    # the t-test over seeds uses the 9 problems every seed evaluated (hipo seed 2 skipped p9): per seed hipo 7/9,
-    # 7/9, 6/9, dpo 5/9 -> Δ = 5/27, SE = 1/27, t = 5 on 4 df: p = 0.00749; the sign test over the pooled shared
-    # problems: p0 -1/3, p5 +1, p6 +1 -> 2 up / 1 down, p_sign = 1
+    assert hipo["n"] == "3" and hipo["test"] == "seeds-paired" and hipo["baseline"] == "dpo"
+    # both methods ran seeds 0, 1, 2: the t-test pairs them by seed over the 9 problems every seed evaluated (hipo
+    # seed 2 skipped p9): per seed hipo 7/9, 7/9, 6/9 minus dpo 5/9 -> d = 2/9, 2/9, 1/9, Δ = 5/27, SE = 1/27,
+    # t = 5 on 2 df: p = 0.03775; the sign test over the pooled shared problems: p0 -1/3, p5 +1, p6 +1 -> 2 up /
+    # 1 down, p_sign = 1
     assert float(hipo["diff"]) == pytest.approx(5 / 27) and float(hipo["p_sign"]) == pytest.approx(1.0)
-    assert float(hipo["p_value"]) == pytest.approx(0.00749, abs=1e-5) and hipo["verdict"] == "different"
+    assert float(hipo["p_value"]) == pytest.approx(0.037750, abs=1e-5) and hipo["verdict"] == "different"
     assert (hipo["n_problems"], hipo["n_better"], hipo["n_worse"], hipo["n_unpaired"]) == ("9", "2", "1", "1")
     dpo = rows[("dpo", "eval/toy/accuracy")]
     assert float(dpo["mean"]) == 0.5 and float(dpo["std"]) == 0.0 and dpo["diff"] == "n/a"
-    # held-out Mt (final step, no pair records): dpo 0.5, 0.6, 0.7; hipo 0.8, 0.9, 1.0 -> Δ 0.3,
-    # SE = sqrt(0.01/3 + 0.01/3), t = 3.674 on 4 df: p = 0.0213; no sign test without records
+    # held-out Mt (final step, no pair records): dpo 0.5, 0.6, 0.7; hipo 0.8, 0.9, 1.0 -> every seed's
+    # difference is 0.3: Δ 0.3 with no spread, p = 0 (paired by seed); no sign test without records
     mt = rows[("hipo", "val/rewards/accuracy/Mt")]
     assert float(mt["mean"]) == pytest.approx(0.9) and float(mt["std"]) == pytest.approx(0.1)
-    assert float(mt["diff"]) == pytest.approx(0.3) and mt["p_sign"] == "n/a" and mt["test"] == "seeds"
-    assert float(mt["p_value"]) == pytest.approx(0.02131, abs=1e-5) and mt["n_problems"] == "0"
+    assert float(mt["diff"]) == pytest.approx(0.3) and mt["p_sign"] == "n/a" and mt["test"] == "seeds-paired"
+    assert float(mt["p_value"]) < 1e-6 and mt["n_problems"] == "0"
     # judge mean over dimensions without verbosity: dpo (6 + 8)/2 = 7, hipo (7 + 9)/2 = 8
     assert float(rows[("dpo", "eval/toy/judge_mean")]["mean"]) == pytest.approx(7.0)
     assert float(rows[("hipo", "eval/toy/judge_mean")]["diff"]) == pytest.approx(1.0)
 
     text = result.markdown.read_text()
     assert "| dpo | 0.500 ± 0.000 (n=3)" in text and "| hipo | 0.667 ± 0.058 (n=3)" in text
-    assert "| hipo | toy acc | +0.185 |" in text and "| 9 (+2/−1) | seeds |" in text
+    assert "| hipo | toy acc | +0.185 |" in text and "| 9 (+2/−1) | seeds-paired |" in text
     assert "hipo-seed3 (hipo, seed 3): FAILED" in text  # the failed child is listed, not counted
     assert "![weights](weights.png)" in text
     with result.runs_csv.open() as handle:
@@ -103,7 +104,7 @@ def test_missing_training_metrics_and_records_degrade_gracefully(fake_sweep, tmp
     rows = _csv_rows(result.csv)
     acc = rows[("hipo", "eval/toy/accuracy")]
     # one dpo seed has no samples.json: the t-test over the seeds' logged accuracies, Δ = 2/3 - 0.5 = 1/6, no sign
-    assert acc["test"] == "seeds" and float(acc["diff"]) == pytest.approx(1 / 6) and acc["p_sign"] == "n/a"
+    assert acc["test"] == "seeds-paired" and float(acc["diff"]) == pytest.approx(1 / 6) and acc["p_sign"] == "n/a"
     assert acc["n_problems"] == "0"
     text = result.markdown.read_text()
     assert "training-curve plot skipped" in text and "weights plot skipped" in text
@@ -140,14 +141,15 @@ def test_nothing_to_report_raises_with_the_selector(mlflow_uri: str, tmp_path: P
 
 
 def test_held_out_pair_records_are_tested_pair_by_pair(fake_sweep, tmp_path: Path) -> None:
-    """Margins Mt (conftest.MT_PAIRS): per-seed means dpo 0.05/0.06/0.07, hipo 0.25/0.26/0.27 -> Δ = 0.2, SE =
-    sqrt(1e-4/3 · 2), t = 24.5 on 4 df; every pair favours hipo by 0.2 -> sign test 4 up, p = 2/16. Accuracy from
+    """Margins Mt (conftest.MT_PAIRS): per-seed means dpo 0.05/0.06/0.07, hipo 0.25/0.26/0.27 -> Δ = 0.2 in every
+    seed (paired by seed); every pair favours hipo by 0.2 -> sign test 4 up, p = 2/16. Accuracy from
     the margins: hipo 1 on every pair; dpo seed 0: (1, 1, 0, 1/2), seeds 1 and 2: (1, 1, 0, 1) -> Δ = 1 - 0.7083."""
     sweep = fake_sweep(with_pairs=True)
     result = build_report(sweep["uri"], experiment_name="fake", out_dir=tmp_path / "r", log_to_parent=False)
     rows = _csv_rows(result.csv)
     margin = rows[("hipo", "val/rewards/margin/Mt")]
-    assert margin["label"] == "held-out margin Mt" and margin["test"] == "seeds" and margin["verdict"] == "different"
+    assert margin["label"] == "held-out margin Mt" and margin["test"] == "seeds-paired"
+    assert margin["verdict"] == "different"
     assert float(margin["diff"]) == pytest.approx(0.2) and float(margin["p_sign"]) == pytest.approx(0.125)
     assert (margin["n_problems"], margin["n_better"], margin["n_worse"]) == ("4", "4", "0")
     accuracy = rows[("hipo", "val/rewards/accuracy/Mt")]

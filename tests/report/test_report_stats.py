@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from scipy.stats import binomtest
 
 from hipo.report.stats import compare, paired_bootstrap, pool_seeds, seed_stats, sign_test
+from hipo.report.tables import verdict
 
 
 def test_seed_stats_hand_values() -> None:
@@ -100,13 +101,30 @@ def test_compare_seed_t_test_hand_values() -> None:
     assert (c.n_problems, c.n_better, c.n_worse, c.n_unpaired) == (10, 2, 1, 0) and c.p_sign == pytest.approx(1.0)
 
 
+def test_compare_pairs_runs_by_seed_when_both_sides_ran_the_same_seeds() -> None:
+    """Seeds shift both methods alike (0.5, 0.7, 0.6 vs 0.45, 0.66, 0.54, listed in another order): per-seed
+    differences 0.05, 0.04, 0.06 -> Δ = 0.05, SE = 0.01/sqrt(3), t = 8.66 on 2 df: p = 0.01307. Unpaired, the seed
+    spread (sd 0.1) hides it: p = 0.56."""
+    method, baseline = [0.5, 0.7, 0.6], [0.54, 0.45, 0.66]
+    paired = compare(method, baseline, method_seeds=["0", "1", "2"], baseline_seeds=["2", "0", "1"])
+    assert paired.test == "seeds-paired" and paired.diff == pytest.approx(0.05)
+    assert paired.p_value == pytest.approx(0.013072, rel=1e-3) and paired.significant
+    assert paired.mde == pytest.approx((4.3027 + 1.0607) * 0.01 / math.sqrt(3), rel=2e-3)
+    unpaired = compare(method, baseline, method_seeds=["0", "1", "2"], baseline_seeds=["3", "4", "5"])
+    assert unpaired.test == "seeds" and unpaired.p_value > 0.5 and not unpaired.significant
+    assert compare(method, baseline).test == "seeds"  # no seed labels: unpaired
+    assert compare(method, baseline, method_seeds=["0", "0", "1"], baseline_seeds=["0", "1", "1"]).test == "seeds"
+
+
 def test_compare_paired_bootstrap_with_one_seed_on_a_side() -> None:
-    """hipo one seed correct on p0..p6, dpo pooled over 3 seeds p0..p4 -> Δ = 0.2 over 10 problems, 2 up 0 down."""
-    problems = [f"p{i}" for i in range(10)]
-    dpo = [{p: float(i < 5) for i, p in enumerate(problems)}] * 3
-    c = compare([0.7], [0.5, 0.5, 0.5], [{p: float(i < 7) for i, p in enumerate(problems)}], dpo, n_resamples=2000)
-    assert c.test == "paired" and c.diff == pytest.approx(0.2) and (c.n_better, c.n_worse) == (2, 0)
+    """hipo one seed correct on p0..p27, dpo pooled over 3 seeds on p0..p19 -> Δ = 0.2 over 40 problems, 8 up."""
+    problems = [f"p{i}" for i in range(40)]
+    dpo = [{p: float(i < 20) for i, p in enumerate(problems)}] * 3
+    c = compare([0.7], [0.5, 0.5, 0.5], [{p: float(i < 28) for i, p in enumerate(problems)}], dpo, n_resamples=2000)
+    assert c.test == "paired" and c.diff == pytest.approx(0.2) and (c.n_better, c.n_worse) == (8, 0)
     assert c.ci_low <= c.diff <= c.ci_high
+    # p < 0.05 says these runs differ; with one seed the configs are not called different
+    assert c.p_value < 0.05 and c.runs_differ and not c.significant and verdict(c) == "runs differ (1 seed)"
 
 
 def test_compare_seed_values_without_records() -> None:

@@ -10,27 +10,32 @@ Definitions (n = number of seeds, m = number of paired problems):
 - **Paired problems**: the union of problems each method evaluated (over its seeds), intersected between the
   method and the baseline; problems only one side evaluated are counted and left out.
 - **Δ (paired)** = mean over paired problems of (method − baseline) per-problem correctness.
-- **Seed t-test** (test ``seeds``; whenever both sides have ≥ 2 seeds): each seed gives one value, its mean over
-  the problems every seed of both sides evaluated (with records) or its logged final value (without). Δ is the
-  difference of the seed means; SE = √(s_a²/n_a + s_b²/n_b); the 95 % interval is Δ ± t_{0.975, ν}·SE and p the
-  two-sided Student-t p-value of Δ/SE, ν = n_a + n_b − 2. This is the test of the report because a seed (its LoRA
+- **Seed t-test** (whenever both sides have ≥ 2 seeds): each seed gives one value, its mean over the problems
+  every seed of both sides evaluated (with records) or its logged final value (without). Δ is the difference of
+  the seed means; the 95 % interval is Δ ± t_{0.975, ν}·SE and p the two-sided Student-t p-value of Δ/SE.
+  When both sides ran the same distinct seeds (tag ``hipo.seed``: the same LoRA init and data order), the runs
+  pair by seed (test ``seeds-paired``): SE = s_d/√n over the per-seed differences, ν = n − 1. Otherwise (test
+  ``seeds``) SE = √(s_a²/n_a + s_b²/n_b), ν = n_a + n_b − 2. This is the test of the report because a seed (its LoRA
   init, its data order) shifts a run on every problem at once: a test over problems with the seeds pooled counts
   that shift as evidence on each problem and calls two seeds of one config different. Measured on synthetic
   negative controls (200 problems, 3 vs 3 seeds, each seed shifting every success probability by N(0, σ²)),
   rate of "different" at level 0.05 for σ = 0 / 0.03 / 0.06: pooled paired bootstrap 3.7 % / 16 % / 34 %;
   a hierarchical bootstrap (problems and seeds resampled) 0.3 % / 1.7 % / 8 %; this t-test 4.9 % / 4.3 % / 5.1 %
   (tests/report/test_report_power.py), with the same power as the hierarchical bootstrap (83 % at Δ = 0.1).
+  Paired by seed, with the seed shifts shared by both sides (σ = 0.04, 600 controls): 5.7 %.
 - **Paired bootstrap** over problems (test ``paired``; when a side has one seed and both have records): 10,000
   resamples (seeded ``numpy.random.default_rng(seed)``) of the m problems with replacement; the 95 % interval is
   the 2.5 / 97.5 percentiles of the resampled Δ, the two-sided p-value ``min(1, 2·min(P*(Δ* ≤ 0), P*(Δ* ≥ 0)))``.
-  With one seed it cannot see seed-to-seed variation: it says whether these two runs differ, not the configs.
+  With one seed it cannot see seed-to-seed variation: it says whether these two runs differ, not the configs, and
+  the report never calls configs different from it (verdict ``runs differ (1 seed)``). The negative control
+  showed why: one replica seed of DPO against DPO's 3 seeds gave held-out whole margin +0.205, p = 0.0016.
 - **Sign test** (exact, two-sided; shown for both tests, decides nothing): over the discordant problems
   (per-problem difference ≠ 0; k of d favour the method), ``p = min(1, 2·Σ_{j ≤ min(k, d−k)} C(d, j) / 2^d)``;
   p = 1 when d = 0.
 - **No test** (test ``none``): one seed on a side and no records: Δ = difference of the seed means, p ``n/a``.
 - **MDE**: the minimal detectable effect at 80 % power (:mod:`hipo.report.power`), so that a comparison without a
-  significant Δ reads "no difference larger than MDE". A comparison is called a difference when its test's
-  p < 0.05 (its 95 % interval excludes 0).
+  significant Δ reads "no difference larger than MDE". A comparison is called a difference when its test over
+  seeds has p < 0.05 (its 95 % interval excludes 0).
 """
 
 from __future__ import annotations
@@ -41,9 +46,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hipo.report.power import ALPHA, paired_mde, seed_mde, t_quantile, t_two_sided_p
+from hipo.report.power import ALPHA, POWER, paired_mde, seed_mde, t_quantile, t_two_sided_p
 
 BOOTSTRAP_RESAMPLES = 10_000
+SEED_TESTS = ("seeds", "seeds-paired")
 _CHUNK = 1_000
 
 
@@ -146,9 +152,17 @@ class Comparison:
 
     @property
     def significant(self) -> bool:
-        """Whether the report calls the methods different: its test's p < 0.05 (``p_value`` holds the seed
-        t-test's p for test ``seeds``)."""
-        return self.test != "none" and self.p_value < ALPHA
+        """Whether the report calls the methods (their configs) different: a test over seeds with p < 0.05.
+
+        A one-seed paired bootstrap can only say that two runs differ: a seed alone moves a run that much (the
+        negative control of experiments/control_positive), so it never calls configs different.
+        """
+        return self.test in SEED_TESTS and self.p_value < ALPHA
+
+    @property
+    def runs_differ(self) -> bool:
+        """A one-seed paired bootstrap with p < 0.05: these two runs differ (their configs are untested)."""
+        return self.test == "paired" and self.p_value < ALPHA
 
 
 def compare(
@@ -158,6 +172,8 @@ def compare(
     baseline_samples: Sequence[Mapping[str, float]] | None = None,
     n_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
+    method_seeds: Sequence[str | None] | None = None,
+    baseline_seeds: Sequence[str | None] | None = None,
 ) -> Comparison:
     """Compares a method with the baseline (see the module docstring for the statistics).
 
@@ -166,9 +182,15 @@ def compare(
         method_samples, baseline_samples: per seed ``{problem id: value}`` (the same seeds, in the same order), or
             None/empty without records.
         n_resamples, seed: bootstrap settings.
+        method_seeds, baseline_seeds: each run's seed label (same order as the values); when both sides ran the
+            same distinct seeds, the t-test pairs the runs by seed.
     """
     if len(method_values) >= 2 and len(baseline_values) >= 2:
-        return _seed_t_test(method_values, baseline_values, method_samples, baseline_samples)
+        order = _seed_pairing(method_seeds, baseline_seeds)
+        if order is not None:  # run i of the method pairs with run order[i] of the baseline
+            baseline_values = [baseline_values[i] for i in order]
+            baseline_samples = [baseline_samples[i] for i in order] if baseline_samples else baseline_samples
+        return _seed_t_test(method_values, baseline_values, method_samples, baseline_samples, order is not None)
     if method_samples and baseline_samples:
         a, b = pool_seeds(method_samples), pool_seeds(baseline_samples)
         shared = sorted(set(a) & set(b))
@@ -210,8 +232,10 @@ def _seed_t_test(
     baseline_values: Sequence[float],
     method_samples: Sequence[Mapping[str, float]] | None,
     baseline_samples: Sequence[Mapping[str, float]] | None,
+    paired: bool,
 ) -> Comparison:
-    """The t-test over seeds; with records, each seed's value is its mean over the problems all seeds share."""
+    """The t-test over seeds (paired by seed when ``paired``: run i of each side has the same seed); with records,
+    each seed's value is its mean over the problems all seeds share."""
     problems: list[str] = []
     better = worse = unpaired = 0
     p_sign = math.nan
@@ -226,8 +250,14 @@ def _seed_t_test(
         unpaired = len(set(a) | set(b)) - len(problems)
     a_values, b_values = np.asarray(method_values, dtype=np.float64), np.asarray(baseline_values, dtype=np.float64)
     diff = float(a_values.mean() - b_values.mean())
-    df = a_values.size + b_values.size - 2
-    standard_error = math.sqrt(a_values.var(ddof=1) / a_values.size + b_values.var(ddof=1) / b_values.size)
+    if paired:
+        df = a_values.size - 1
+        standard_error = float((a_values - b_values).std(ddof=1)) / math.sqrt(a_values.size)
+        mde = (t_quantile(1 - ALPHA / 2, df) + t_quantile(POWER, df)) * standard_error
+    else:
+        df = a_values.size + b_values.size - 2
+        standard_error = math.sqrt(a_values.var(ddof=1) / a_values.size + b_values.var(ddof=1) / b_values.size)
+        mde = seed_mde(a_values.tolist(), b_values.tolist())
     half_width = t_quantile(1 - ALPHA / 2, df) * standard_error
     if standard_error > 0:
         p_value = t_two_sided_p(diff / standard_error, df)
@@ -243,6 +273,21 @@ def _seed_t_test(
         n_better=better,
         n_worse=worse,
         n_unpaired=unpaired,
-        test="seeds",
-        mde=seed_mde(a_values.tolist(), b_values.tolist()),
+        test="seeds-paired" if paired else "seeds",
+        mde=mde,
     )
+
+
+def _seed_pairing(
+    method_seeds: Sequence[str | None] | None, baseline_seeds: Sequence[str | None] | None
+) -> list[int] | None:
+    """``order`` with ``baseline_seeds[order[i]] == method_seeds[i]`` when both sides ran the same distinct, known
+    seeds; else None (unpaired)."""
+    if not method_seeds or not baseline_seeds or None in method_seeds or None in baseline_seeds:
+        return None
+    if len(set(method_seeds)) != len(method_seeds) or set(method_seeds) != set(baseline_seeds):
+        return None
+    if len(baseline_seeds) != len(method_seeds):
+        return None
+    position = {label: i for i, label in enumerate(baseline_seeds)}
+    return [position[label] for label in method_seeds]

@@ -145,7 +145,14 @@ def build_rows(
             comparison = None
             if baseline and method != baseline and values and base_values:
                 comparison = compare(
-                    values, base_values, samples(runs, spec), samples(base_runs, spec), n_resamples, seed
+                    values,
+                    base_values,
+                    samples(runs, spec),
+                    samples(base_runs, spec),
+                    n_resamples,
+                    seed,
+                    method_seeds=[r.seed for r in runs],
+                    baseline_seeds=[r.seed for r in base_runs],
                 )
             rows.append(Row(method, spec, seed_stats(values), comparison))
     return rows
@@ -186,9 +193,12 @@ def summary_markdown(rows: Sequence[Row], methods: Sequence[str], kinds: Sequenc
 
 
 def verdict(comparison: Comparison) -> str:
-    """``different`` (the test's p < 0.05), else ``no |Δ| > MDE``; ``untested`` without a test."""
+    """``different`` (a test over seeds with p < 0.05), ``runs differ (1 seed)`` (a one-seed bootstrap with
+    p < 0.05: configs untested), else ``no |Δ| > MDE``; ``untested`` without a test."""
     if comparison.significant:
         return "different"
+    if comparison.runs_differ:
+        return "runs differ (1 seed)"
     if comparison.test == "none" or math.isnan(comparison.mde):
         return "untested"
     return f"no |Δ| > {fmt(comparison.mde)}"
