@@ -34,14 +34,16 @@ log = logging.getLogger(__name__)
 
 STATISTICS_NOTE = (
     "Cells are mean ± sample std (ddof 1) of each run's final value over seeds (n = finished runs). Δ compares a "
-    "method with the baseline. With ≥ 2 seeds on both sides the test is a t-test over seeds (test `seeds`): each "
-    "seed's value is its mean over the problems (benchmark problems, held-out pairs) that every seed of both sides "
-    "has a record of, else its logged final value; the 95% CI is Δ ± t·SE and p (test) is two-sided Student-t. With "
-    "one seed on a side and per-problem records on both, the test is a paired bootstrap over problems ({resamples} "
-    "resamples, seed {seed}; test `paired`), blind to seed-to-seed variation. p (sign) is the exact two-sided sign "
-    "test over the discordant problems (seeds pooled) and decides nothing. 'problems' counts the problems tested "
-    "(+ better / − worse). The MDE is the smallest |Δ| the test finds with 80 % power at level 0.05; a difference "
-    "is called only where p (test) < 0.05. Statistics: `hipo.report.stats`."
+    "method with the baseline. With ≥ 2 seeds on both sides the test is a t-test over seeds: each seed's value is "
+    "its mean over the problems (benchmark problems, held-out pairs) that every seed of both sides has a record of, "
+    "else its logged final value; runs pair by seed when both sides ran the same seeds (test `seeds-paired`), else "
+    "not (test `seeds`); the 95% CI is Δ ± t·SE and p (test) is two-sided Student-t. With one seed on a side and "
+    "per-problem records on both, the test is a paired bootstrap over problems ({resamples} resamples, seed {seed}; "
+    "test `paired`), blind to seed-to-seed variation: its verdict is at most 'runs differ (1 seed)'. p (sign, seeds "
+    "pooled) is the exact two-sided sign test over the discordant problems: it ignores seed variation and decides "
+    "nothing (two seed sets of one config read p < 0.001 there in experiments/control_positive). 'problems' counts "
+    "the problems tested (+ better / − worse). The MDE is the smallest |Δ| the test finds with 80 % power at level "
+    "0.05; a difference is called only where p (test) < 0.05. Statistics: `hipo.report.stats`."
 )
 
 

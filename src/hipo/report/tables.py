@@ -207,7 +207,7 @@ def verdict(comparison: Comparison) -> str:
 def comparison_markdown(rows: Sequence[Row], baseline: str, kinds: Sequence[str]) -> str:
     """One line per (method, metric) with a comparison: Δ, 95 % CI, sign-test and test p, problems, MDE."""
     lines = [
-        f"| method | metric | Δ vs {baseline} | 95% CI | p (sign) | p (test) "
+        f"| method | metric | Δ vs {baseline} | 95% CI | p (sign, seeds pooled) | p (test) "
         "| problems (+/−) | test | MDE (80% power) | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
