@@ -160,6 +160,8 @@ METHOD_PRESETS = [  # (preset, loss class, weights class)
     ("kto", "KTOLoss", None),
     ("hipo_kto", "SegmentKTOLoss", "FixedWeights"),
     ("hipo_mt_only", "HiPOLoss", "FixedWeights"),
+    ("hipo_learned_fast", "HiPOLoss", "UncertaintyWeights"),
+    ("dpo_beta0.2_replica", "DPOLoss", None),
 ]
 
 
@@ -174,6 +176,16 @@ def test_method_presets_select_loss_and_weights(method: str, loss_target: str, w
     assert cfg.loss._target_.endswith(loss_target)
     assert (cfg.loss.get("weights") or {}).get("_target_", "").endswith(weights_target or "")
     assert cfg.method
+
+
+@pytest.mark.slow  # two compositions
+def test_the_negative_control_replica_is_dpo_beta02_but_for_its_label() -> None:
+    replica = OmegaConf.to_container(_compose(["method=dpo_beta0.2_replica"]), resolve=False)
+    original = OmegaConf.to_container(_compose(["method=dpo_beta0.2"]), resolve=False)
+    assert isinstance(replica, dict) and isinstance(original, dict)
+    assert (replica.pop("method"), original.pop("method")) == ("dpo-beta0.2-replica", "dpo-beta0.2")
+    assert replica == original
+    assert _compose(["method=hipo_learned_fast"]).optim.weights_lr == 0.3
 
 
 @pytest.mark.slow  # several compositions
