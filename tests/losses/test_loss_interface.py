@@ -150,7 +150,7 @@ def test_the_training_loop_reports_the_step_and_reads_beta_through_the_interface
     assert loss.steps == [7]
 
     seen: list[float] = []
-    monkeypatch.setattr(module.held_out, "update", lambda policy, reference, beta, valid: seen.append(beta))
+    monkeypatch.setattr(module.held_out, "update", lambda policy, reference, beta, valid, pair_ids: seen.append(beta))
     module.policy_equals_reference = True
     module.validation_step(fake_batch(4, 1), 0)
     assert seen == [0.375]
