@@ -50,13 +50,13 @@ from hipo.tracking.lightning_logger import AttachedMLFlowLogger, recorded_steps
 from hipo.tracking.run import record_failed_run, tracked_run
 from hipo.tracking.run_record import RunRecord, run_to_continue, write_run_record
 from hipo.training.checkpoints import remove_stale_temporaries
+from hipo.training.held_out import HELD_OUT_PAIRS
 from hipo.training.module import PreferenceModule
 from hipo.training.preemption import StopRequests
 
 log = logging.getLogger(__name__)
 
 VAL_BEFORE = "val_before/"
-HELD_OUT_PAIRS = "held_out/pairs.csv"  # each held-out pair's margins after training (output dir and MLflow)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

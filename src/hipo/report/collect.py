@@ -15,6 +15,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from hipo.tracking.sweep import SWEEP_ROLE, SWEEP_ROLE_TAG
+from hipo.training.held_out import HELD_OUT_PAIRS
 
 METHOD_FALLBACK_TAG = "hipo.loss"
 
@@ -255,9 +256,6 @@ def load_samples(tracking_uri: str, run_id: str, benchmark: str) -> dict[str, fl
             raise ValueError(f"{here}: field 'id' is missing")
         out[str(record["id"])] = _problem_correctness(record, here)
     return out
-
-
-HELD_OUT_PAIRS = "held_out/pairs.csv"  # written by hipo.app.train: each held-out pair's margins after training
 
 
 def load_held_out_pairs(tracking_uri: str, run_id: str) -> dict[str, dict[str, float]] | None:

@@ -10,6 +10,8 @@ import torch
 
 from hipo.losses.types import SegmentLogps
 
+HELD_OUT_PAIRS = "held_out/pairs.csv"  # each held-out pair's margins after training: output dir and MLflow artifact
+
 
 class HeldOutPreferenceMetrics:
     """Accumulates implicit-reward margins of held-out pairs, per segment and for the whole response.
