@@ -93,9 +93,9 @@ def test_client_errors_are_not_retried(fake_openai) -> None:
 
 @pytest.mark.slow  # waits for a request timeout
 def test_timeout_then_success(fake_openai) -> None:
-    fake_openai.push({"x": 0}, delay_s=1.0)
-    fake_openai.push({"x": 9})
-    assert make_client(fake_openai, timeout_s=0.3, max_retries=1).chat_json(MESSAGES, needs_x) == 9
+    fake_openai.push({"x": 0}, delay_s=2.0)
+    fake_openai.push({"x": 9})  # the retry's reply is immediate: 0.6 s leaves room for a loaded machine
+    assert make_client(fake_openai, timeout_s=0.6, max_retries=1).chat_json(MESSAGES, needs_x) == 9
     assert fake_openai.count == 2
 
 

@@ -29,8 +29,11 @@ def reply(score: int = 7, verbosity: int = 5, comment: str = "fine") -> dict[str
     return {"scores": dict.fromkeys(DIMENSION_KEYS, score), "verbosity": verbosity, "comment": comment}
 
 
-def make_judge(server: Any, cache_dir: Path | None = None, **kwargs: Any) -> Judge:
-    client = ChatClient(base_url=server.url, model="fake-judge", timeout_s=0.5, max_retries=2, cache_dir=cache_dir)
+def make_judge(server: Any, cache_dir: Path | None = None, timeout_s: float = 5.0, **kwargs: Any) -> Judge:
+    """A judge against ``server``; the timeout is generous (a loaded CI machine) unless a test times out."""
+    client = ChatClient(
+        base_url=server.url, model="fake-judge", timeout_s=timeout_s, max_retries=2, cache_dir=cache_dir
+    )
     return Judge(client, **kwargs)
 
 
@@ -87,7 +90,7 @@ def test_429_then_success(fake_openai) -> None:
 @pytest.mark.slow  # waits for request timeouts
 def test_timeout_then_failure_is_recorded_not_raised(fake_openai) -> None:
     fake_openai.always(reply(), delay_s=1.0)  # every attempt outlives the 0.5 s client timeout
-    judgment = make_judge(fake_openai).judge(REQUEST)
+    judgment = make_judge(fake_openai, timeout_s=0.5).judge(REQUEST)
     assert not judgment.ok and judgment.scores == {}
     assert "timeout" in judgment.error
     assert fake_openai.count == 3  # 1 + max_retries

@@ -53,7 +53,8 @@ def answer_from_table(server: Any, table: dict[str, Any], delay_s: float = 0.0) 
     return respond
 
 
-def make_decomposer(server: Any, cache_dir: Path | None = None, timeout_s: float = 0.3, **kwargs: Any) -> LLMDecomposer:
+def make_decomposer(server: Any, cache_dir: Path | None = None, timeout_s: float = 5.0, **kwargs: Any) -> LLMDecomposer:
+    """A decomposer against ``server``; the timeout is generous (a loaded CI machine) unless a test times out."""
     client = ChatClient(
         base_url=server.url, model="fake-rewriter", timeout_s=timeout_s, max_retries=1, max_invalid_retries=1,
         cache_dir=cache_dir,
@@ -156,7 +157,7 @@ def test_malformed_then_429_then_good(fake_openai) -> None:
 @pytest.mark.slow  # waits for request timeouts
 def test_timeout_is_a_request_failure(fake_openai) -> None:
     fake_openai.always(GOOD[ROW["chosen"]], delay_s=0.8)
-    decomposer = make_decomposer(fake_openai)
+    decomposer = make_decomposer(fake_openai, timeout_s=0.3)
     assert decomposer.decompose(ROW["question"], ROW["chosen"]) is None
     assert decomposer.stats.failures == {"timeout": 1}
 
@@ -179,7 +180,7 @@ def test_prepare_data_decomposes_concurrently_8x_faster(fake_openai, byte_tokeni
 
     def run(concurrency: int) -> tuple[PreparedData, float]:
         folder = tmp_path / f"concurrency-{concurrency}"
-        decomposer = make_decomposer(fake_openai, folder / "llm", timeout_s=5.0, concurrency=concurrency)
+        decomposer = make_decomposer(fake_openai, folder / "llm", concurrency=concurrency)
         segmenter = LLMSegmenter(decomposer)
         started = time.monotonic()
         prepared = prepare(source, segmenter, byte_tokenizer, folder / "data")
