@@ -14,6 +14,7 @@ from hipo.data.segmenters import FieldsSegmenter, RulesSegmenter, TagsSegmenter,
 from hipo.data.sources import HubSource, JsonlSource, SyntheticSource
 from hipo.data.synthetic import generate_problems, split_of
 from hipo.data.synthetic.problems import evaluate
+from hipo.data.synthetic.responses import MT_ERROR_ANSWERS
 
 # ---------------------------------------------------------------- jsonl
 
@@ -114,20 +115,34 @@ def test_splits_are_disjoint() -> None:
     assert all(split_of(q) == "validation" for q in val)
 
 
-@pytest.mark.parametrize("mt_error_in_answer", [False, True])
-def test_rejected_differs_only_in_the_error_segment(mt_error_in_answer: bool) -> None:
-    rows = [row for _, row in SyntheticSource(300, seed=5, mt_error_in_answer=mt_error_in_answer).rows()]
+def last_number(text: str) -> int:
+    return int(re.findall(r"\d+", text)[-1])
+
+
+@pytest.mark.parametrize("mt_error_answer", MT_ERROR_ANSWERS)
+def test_rejected_differs_only_in_the_error_segment(mt_error_answer: str) -> None:
+    rows = [row for _, row in SyntheticSource(300, seed=5, mt_error_answer=mt_error_answer).rows()]
     counts = {"Rq": 0, "Mt": 0, "Ra": 0}
     for row in rows:
         error = row["error_segment"]
         counts[error] += 1
         differing = {s for s in ("Rq", "Mt", "Ra") if row[f"{s}_a"] != row[f"{s}_b"]}
-        expected = {"Mt", "Ra"} if error == "Mt" and mt_error_in_answer else {error}
-        assert differing == expected, row
-        if error == "Ra" or (error == "Mt" and mt_error_in_answer):
-            stated = [int(re.findall(r"\d+", row[f"Ra_{side}"])[-1]) for side in "ab"]
-            assert stated[0] == row["answer"] != stated[1]
+        answer_changed = error == "Ra" or (error == "Mt" and mt_error_answer != "gold")
+        assert differing == ({"Mt", "Ra"} if error == "Mt" and answer_changed else {error}), row
+        stated = [last_number(row[f"Ra_{side}"]) for side in "ab"]
+        assert stated[0] == row["answer"] == last_number(row["Mt_a"])
+        if answer_changed:
+            assert stated[1] != row["answer"]
+        if error == "Mt" and mt_error_answer == "propagated":  # Ra repeats what its own slipped steps computed
+            assert stated[1] == last_number(row["Mt_b"])
+        if error == "Mt" and mt_error_answer == "contradicting":  # Ra contradicts its own last step
+            assert stated[1] != last_number(row["Mt_b"])
     assert all(60 < n < 140 for n in counts.values()), counts  # uniform over 3 segments: 100 each expected
+
+
+def test_an_unknown_mt_error_answer_is_refused() -> None:
+    with pytest.raises(ValueError, match="mt_error_answer must be one of"):
+        SyntheticSource(4, mt_error_answer="wrong")
 
 
 def test_error_weights_select_the_segment() -> None:

@@ -102,6 +102,9 @@ class TrainerConfig:
     Attributes:
         devices: devices per node; with ``strategy`` ddp / fsdp / deepspeed one process each (HiPO starts them on one
             node; a cluster launcher on several).
+        val_check_interval: validate every N training batches (an int) or this fraction of an epoch (a float).
+        check_val_every_n_epoch: validate at every N-th epoch end; ``null`` with an int ``val_check_interval``
+            counts batches across epochs (a multi-epoch run validated once, at its last step).
         num_nodes: nodes of a multi-node job (started by ``hydra/launcher=slurm`` or torchrun, one task per device).
         checkpoint_every_n_steps: write ``checkpoints/last.ckpt`` every N optimizer steps (0: at the end only).
         callbacks: named ``_target_`` nodes, built in this order (null entries are skipped): exact resume (data
@@ -125,6 +128,7 @@ class TrainerConfig:
     gradient_clip_val: float | None = 1.0
     log_every_n_steps: int = 1
     val_check_interval: Any = None
+    check_val_every_n_epoch: int | None = 1
     limit_val_batches: Any = None
     num_sanity_val_steps: int = 0
     enable_progress_bar: bool = True

@@ -9,7 +9,13 @@ from collections.abc import Iterator, Mapping
 from hipo.data.row_errors import RowLocation
 from hipo.data.sources.base import Row
 from hipo.data.synthetic.problems import generate_problems
-from hipo.data.synthetic.responses import ERROR_SEGMENTS, StructuredResponse, dispreferred_response, preferred_response
+from hipo.data.synthetic.responses import (
+    ERROR_SEGMENTS,
+    MT_ERROR_ANSWERS,
+    StructuredResponse,
+    dispreferred_response,
+    preferred_response,
+)
 
 GENERATOR_VERSION = 1
 FORMATS = ("fields", "tags", "headers", "plain")
@@ -42,7 +48,7 @@ class SyntheticSource:
         format: 'fields' | 'tags' | 'headers' | 'plain'.
         error_weights: relative frequency of the error segment (default uniform over Rq, Mt, Ra).
         boxed_fraction: share of responses whose answer is written ``\\boxed{N}``.
-        mt_error_in_answer: an Mt slip also changes the stated answer (see ``responses``).
+        mt_error_answer: what Ra states after an Mt slip: 'gold' | 'propagated' | 'contradicting' (see ``responses``).
     """
 
     def __init__(
@@ -53,7 +59,7 @@ class SyntheticSource:
         format: str = "fields",
         error_weights: Mapping[str, float] | None = None,
         boxed_fraction: float = 0.5,
-        mt_error_in_answer: bool = False,
+        mt_error_answer: str = "gold",
     ) -> None:
         if format not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
@@ -61,13 +67,15 @@ class SyntheticSource:
         unknown = set(weights) - set(ERROR_SEGMENTS)
         if unknown or sum(weights.values()) <= 0 or min(weights.values()) < 0:
             raise ValueError(f"error_weights must be non-negative over {ERROR_SEGMENTS} with a positive sum: {weights}")
+        if mt_error_answer not in MT_ERROR_ANSWERS:
+            raise ValueError(f"mt_error_answer must be one of {MT_ERROR_ANSWERS}, got {mt_error_answer!r}")
         self.num_pairs = num_pairs
         self.seed = seed
         self.split = split
         self.format = format
         self.error_weights = {name: float(weights.get(name, 0.0)) for name in ERROR_SEGMENTS}
         self.boxed_fraction = boxed_fraction
-        self.mt_error_in_answer = mt_error_in_answer
+        self.mt_error_answer = mt_error_answer
         self.name = f"synthetic-{split}-{seed}"
 
     def rows(self) -> Iterator[tuple[RowLocation, Row]]:
@@ -77,7 +85,7 @@ class SyntheticSource:
             error_segment = rng.choices(segments, weights)[0]
             boxed = rng.random() < self.boxed_fraction
             good = preferred_response(problem, boxed)
-            bad = dispreferred_response(problem, error_segment, boxed, rng, self.mt_error_in_answer)
+            bad = dispreferred_response(problem, error_segment, boxed, rng, self.mt_error_answer)
             row: dict[str, object] = {
                 "id": problem.id,
                 "question": problem.question,

@@ -6,9 +6,13 @@
 
 The dispreferred response copies the preferred one except in its error segment:
 * ``Rq``: one given is misread in the restatement (its value is off by a small amount); Mt and Ra stay correct;
-* ``Mt``: an arithmetic slip in one step whose wrong value propagates through the later steps. By default Ra
-  still states the gold answer (the error stays inside Mt: a "right answer, flawed work" response); with
-  ``mt_error_in_answer=True`` Ra states the propagated wrong result (the error then shows in Mt and Ra);
+* ``Mt``: an arithmetic slip in one step whose wrong value propagates through the later steps. What Ra then
+  states is ``mt_error_answer`` (one of ``MT_ERROR_ANSWERS``):
+
+  - ``gold`` (default): the correct answer, so the error stays inside Mt ("right answer, flawed work");
+  - ``propagated``: the wrong result the slipped steps computed, so Ra is consistent with its own Mt;
+  - ``contradicting``: a third number, neither the gold answer nor the last step's value, so Ra contradicts the
+    line just before it (a gross error a model can detect by copying);
 * ``Ra``: the steps are right but the stated final answer is wrong.
 """
 
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 from hipo.data.synthetic.problems import ArithmeticProblem, evaluate
 
 ERROR_SEGMENTS = ("Rq", "Mt", "Ra")
+MT_ERROR_ANSWERS = ("gold", "propagated", "contradicting")
 _DELTAS = (1, 2, 3, 10, -1, -2, -3, -10)
 
 
@@ -67,15 +72,17 @@ def preferred_response(problem: ArithmeticProblem, boxed: bool) -> StructuredRes
     return StructuredResponse(render_query(problem), steps, render_answer(value, boxed))
 
 
-def _wrong(value: int, rng: random.Random) -> int:
-    candidates = [value + d for d in _DELTAS if value + d >= 0]
+def _wrong(value: int, rng: random.Random, avoid: int | None = None) -> int:
+    candidates = [value + d for d in _DELTAS if value + d >= 0 and value + d != avoid]
     return rng.choice(candidates)
 
 
 def dispreferred_response(
-    problem: ArithmeticProblem, error_segment: str, boxed: bool, rng: random.Random, mt_error_in_answer: bool = False
+    problem: ArithmeticProblem, error_segment: str, boxed: bool, rng: random.Random, mt_error_answer: str = "gold"
 ) -> StructuredResponse:
     """The preferred solution with one error placed in ``error_segment`` (see the module docstring)."""
+    if mt_error_answer not in MT_ERROR_ANSWERS:
+        raise ValueError(f"mt_error_answer must be one of {MT_ERROR_ANSWERS}, got {mt_error_answer!r}")
     good = preferred_response(problem, boxed)
     if error_segment == "Rq":
         index = rng.randrange(len(problem.givens))
@@ -99,8 +106,10 @@ def dispreferred_response(
             if wrong < 0 or evaluate(problem.steps, {index: wrong}) is None:
                 continue
             steps, value = render_steps(problem, (index, wrong))
-            answer = render_answer(value, boxed) if mt_error_in_answer else good.Ra
-            if value == problem.answer and mt_error_in_answer:
+            if mt_error_answer == "gold":
+                return StructuredResponse(good.Rq, steps, good.Ra)
+            if value == problem.answer:  # the slip cancelled out: Ra could not differ from the gold answer's
                 continue
-            return StructuredResponse(good.Rq, steps, answer)
+            stated = value if mt_error_answer == "propagated" else _wrong(value, rng, avoid=problem.answer)
+            return StructuredResponse(good.Rq, steps, render_answer(stated, boxed))
     raise ValueError(f"no arithmetic slip keeps the steps of problem {problem.id} well defined")
