@@ -107,6 +107,20 @@ def test_generate_problems_is_deterministic_and_correct() -> None:
             assert str(given.value) in problem.question
 
 
+def test_one_step_level_is_deterministic_small_and_correct() -> None:
+    problems = generate_problems(400, seed=0, split="train", level="one_step")
+    assert problems[:50] == generate_problems(50, seed=0, split="train", level="one_step")
+    assert {p.topic for p in problems} == {"gets_more", "gives_away", "boxes", "shares"}
+    for problem in problems:
+        (step,) = problem.steps
+        assert isinstance(step.left, int) and isinstance(step.right, int) and max(step.left, step.right) <= 60
+        results = evaluate(problem.steps)
+        assert results is not None and results[0][2] == problem.answer >= 0
+        assert str(step.left) in problem.question and str(step.right) in problem.question
+    with pytest.raises(ValueError, match="level must be one of"):
+        generate_problems(1, seed=0, level="hard")
+
+
 def test_splits_are_disjoint() -> None:
     train = {p.question for p in generate_problems(2000, seed=0, split="train")}
     val = {p.question for p in generate_problems(300, seed=0, split="validation")}

@@ -172,6 +172,18 @@ def test_synthetic_benchmark_is_held_out_and_seeded() -> None:
     assert all(item.gold.lstrip("-").isdigit() for item in items)
 
 
+def test_synthetic_easy_is_one_step_held_out_and_not_the_multi_step_set() -> None:
+    from hipo.data.synthetic.problems import generate_problems, split_of
+
+    items = load_benchmark("synthetic_easy", limit=50, seed=0)
+    assert len(items) == 50 and all(split_of(item.question) == "test" for item in items)
+    problems = {p.question: p for p in generate_problems(50, seed=0, split="test", level="one_step")}
+    assert [item.question for item in items] == list(problems)
+    assert all(len(problems[item.question].steps) == 1 and item.gold == str(problems[item.question].answer)
+               for item in items)  # fmt: skip
+    assert not {item.question for item in items} & {item.question for item in load_benchmark("synthetic", limit=50)}
+
+
 def test_custom_spec_passes_through() -> None:
     spec = BenchmarkSpec("mine", None, question_fields=("q",))
     assert get_spec(spec) is spec
@@ -192,6 +204,7 @@ def test_every_benchmark_has_an_answer_format_matching_its_golds() -> None:
         "gsm8k": "numeric",
         "aime24": "numeric",
         "synthetic": "numeric",
+        "synthetic_easy": "numeric",
         "math500": "expression",
         "minerva_math": "expression",
         "gaokao2023en": "expression",

@@ -116,6 +116,22 @@ def test_compare_pairs_runs_by_seed_when_both_sides_ran_the_same_seeds() -> None
     assert compare(method, baseline, method_seeds=["0", "0", "1"], baseline_seeds=["0", "1", "1"]).test == "seeds"
 
 
+def test_seed_mde_is_never_finer_than_the_problems_resolve() -> None:
+    """Every seed: the method wins the same 2 of 40 problems (per-seed Δ = 0.05 in all 3 seeds, zero spread).
+    Paired by seed the t-based MDE is 0; the floor is the paired MDE over the 40 pooled differences:
+    (1.95996 + 0.84162) · sd([1, 1, 0 × 38]) / sqrt(40), sd = sqrt((2 - 40 · 0.05²) / 39)."""
+    problems = [f"p{i}" for i in range(40)]
+    baseline = [{p: float(i < 20) for i, p in enumerate(problems)}] * 3
+    method = [{p: float(i < 22) for i, p in enumerate(problems)}] * 3
+    seeds = ["0", "1", "2"]
+    c = compare([0.0] * 3, [0.0] * 3, method, baseline, method_seeds=seeds, baseline_seeds=seeds)
+    spread = math.sqrt((2 - 40 * 0.05**2) / 39)
+    assert c.test == "seeds-paired" and c.diff == pytest.approx(0.05) and c.p_value == 0.0
+    assert c.mde == pytest.approx((1.959964 + 0.841621) * spread / math.sqrt(40), rel=1e-5)
+    same = compare([0.0] * 3, [0.0] * 3, baseline, baseline, method_seeds=seeds, baseline_seeds=seeds)
+    assert same.diff == 0.0 and same.mde == pytest.approx(2.801585 / 40, rel=1e-5)  # one discordant problem of 40
+
+
 def test_compare_paired_bootstrap_with_one_seed_on_a_side() -> None:
     """hipo one seed correct on p0..p27, dpo pooled over 3 seeds on p0..p19 -> Δ = 0.2 over 40 problems, 8 up."""
     problems = [f"p{i}" for i in range(40)]

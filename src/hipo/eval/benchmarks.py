@@ -131,12 +131,17 @@ def gaokao_gold(row: Mapping[str, Any]) -> str | None:
     return answer or None
 
 
-def _synthetic_rows(n: int, seed: int) -> Iterable[Mapping[str, Any]]:
+def _synthetic_rows(n: int, seed: int, level: str = "multi_step") -> Iterable[Mapping[str, Any]]:
     """Held-out synthetic problems as benchmark rows: the generator's ``test`` split, disjoint from training data."""
     from hipo.data.synthetic.problems import generate_problems
 
-    for problem in generate_problems(n, seed=seed, split="test"):
+    for problem in generate_problems(n, seed=seed, split="test", level=level):
         yield {"id": problem.id, "question": problem.question, "answer": problem.answer}
+
+
+def _synthetic_easy_rows(n: int, seed: int) -> Iterable[Mapping[str, Any]]:
+    """One-step synthetic problems (numbers up to 20): a level the embedded default model partly solves."""
+    return _synthetic_rows(n, seed, level="one_step")
 
 
 @dataclass(frozen=True)
@@ -194,6 +199,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             "gaokao2023en", "MARIO-Math-Reasoning/Gaokao2023-Math-En", id_fields=("id", "source"), gold=gaokao_gold
         ),
         BenchmarkSpec("synthetic", None, row_factory=_synthetic_rows, answer_format="numeric"),  # integer golds
+        BenchmarkSpec("synthetic_easy", None, row_factory=_synthetic_easy_rows, answer_format="numeric"),
     )
 }
 

@@ -34,7 +34,9 @@ Definitions (n = number of seeds, m = number of paired problems):
   p = 1 when d = 0.
 - **No test** (test ``none``): one seed on a side and no records: Δ = difference of the seed means, p ``n/a``.
 - **MDE**: the minimal detectable effect at 80 % power (:mod:`hipo.report.power`), so that a comparison without a
-  significant Δ reads "no difference larger than MDE". A comparison is called a difference when its test over
+  significant Δ reads "no difference larger than MDE". For a test over seeds with records it is never below the
+  paired MDE over the shared problems (the seeds pooled): seeds whose differences agree exactly would otherwise
+  report 0, a resolution the problems do not have. A comparison is called a difference when its test over
   seeds has p < 0.05 (its 95 % interval excludes 0).
 """
 
@@ -238,7 +240,7 @@ def _seed_t_test(
     each seed's value is its mean over the problems all seeds share."""
     problems: list[str] = []
     better = worse = unpaired = 0
-    p_sign = math.nan
+    p_sign = problems_mde = math.nan
     if method_samples and baseline_samples:
         problems = problems_in_every_seed(method_samples, baseline_samples)
     if problems:
@@ -246,7 +248,9 @@ def _seed_t_test(
         method_values = [float(np.mean([r[p] for p in problems])) for r in method_samples]
         baseline_values = [float(np.mean([r[p] for p in problems])) for r in baseline_samples]
         a, b = pool_seeds(method_samples), pool_seeds(baseline_samples)
-        better, worse, p_sign = sign_test([a[p] - b[p] for p in problems])
+        pooled_differences = [a[p] - b[p] for p in problems]
+        better, worse, p_sign = sign_test(pooled_differences)
+        problems_mde = paired_mde(pooled_differences)
         unpaired = len(set(a) | set(b)) - len(problems)
     a_values, b_values = np.asarray(method_values, dtype=np.float64), np.asarray(baseline_values, dtype=np.float64)
     diff = float(a_values.mean() - b_values.mean())
@@ -258,6 +262,8 @@ def _seed_t_test(
         df = a_values.size + b_values.size - 2
         standard_error = math.sqrt(a_values.var(ddof=1) / a_values.size + b_values.var(ddof=1) / b_values.size)
         mde = seed_mde(a_values.tolist(), b_values.tolist())
+    if not math.isnan(problems_mde):  # never finer than the problems resolve (seeds that agree exactly give 0)
+        mde = max(mde, problems_mde)
     half_width = t_quantile(1 - ALPHA / 2, df) * standard_error
     if standard_error > 0:
         p_value = t_two_sided_p(diff / standard_error, df)
