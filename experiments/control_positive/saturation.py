@@ -3,9 +3,10 @@
 The prediction (experiments/LOG.md, 2026-12-02) needs DPO's whole-response margin to saturate on the training pairs
 (sigma(-margin) -> 0) while the Mt margin alone does not. This prints, per method, the mean over seeds of each
 segment's training reward margin (beta * log-ratio, chosen - rejected) over the first and the last 5 steps, and
-sigma(-whole margin), DPO's per-pair gradient factor, at the end.
+over the last 5 steps sigma(-whole margin), DPO's per-pair gradient factor, next to sigma(-Mt margin), the factor of
+HiPO's Mt term. The premise holds when the first is small and the second is not.
 
-    .venv/bin/python experiments/control_positive/saturation.py [--tracking-uri sqlite:///mlflow.db]
+    .venv/bin/python experiments/control_positive/saturation.py [--experiment control_saturation]
 """
 
 from __future__ import annotations
@@ -48,12 +49,17 @@ def main() -> None:
                 early[method][term].append(float(np.mean(values[:WINDOW])))
                 late[method][term].append(float(np.mean(values[-WINDOW:])))
     print(f"| method | seeds | {' | '.join(f'margin {t} (first {WINDOW} → last {WINDOW} steps)' for t in TERMS)} "
-          f"| σ(−whole), last {WINDOW} |")  # fmt: skip
-    print("|---|---:|" + "---:|" * (len(TERMS) + 1))
+          f"| σ(−whole), last {WINDOW} | σ(−Mt), last {WINDOW} |")  # fmt: skip
+    print("|---|---:|" + "---:|" * (len(TERMS) + 2))
     for method in sorted(late):
         cells = [f"{np.mean(early[method][t]):+.3f} → {np.mean(late[method][t]):+.3f}" for t in TERMS]
-        factor = np.mean([1 / (1 + math.exp(m)) for m in late[method]["whole"]])
-        print(f"| {method} | {len(late[method]['whole'])} | {' | '.join(cells)} | {factor:.3f} |")
+        whole, mt = (np.mean([_factor(m) for m in late[method][t]]) for t in ("whole", "Mt"))
+        print(f"| {method} | {len(late[method]['whole'])} | {' | '.join(cells)} | {whole:.3f} | {mt:.3f} |")
+
+
+def _factor(margin: float) -> float:
+    """sigma(-margin): a DPO term's gradient factor at this reward margin."""
+    return 1 / (1 + math.exp(margin))
 
 
 if __name__ == "__main__":

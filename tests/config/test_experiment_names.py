@@ -20,6 +20,7 @@ NAMES = {
     "ablation_segmenter": ("ablation_segmenter", "ablation_segmenter"),
     "ablation_weights": ("ablation_weights", "ablation_weights"),
     "control_positive": ("control_positive", "control_positive"),
+    "control_saturation": ("control_saturation", "control_saturation"),
     "demo": ("demo", "demo"),
     "paper_llama3.1_8b": ("paper_llama3.1_8b", "paper_llama3.1_8b"),
     "paper_qwen2.5_7b": ("paper_qwen2.5_7b", "paper_qwen2.5_7b"),
@@ -39,6 +40,16 @@ def test_experiment_and_mlflow_names_stay_what_they_were(experiment: str, names:
     cfg = compose_config([f"experiment={experiment}"])
     assert (cfg.experiment, cfg.logger.experiment_name) == names
     assert Path(cfg.output_dir).parts[0] == "outputs"
+
+
+@pytest.mark.slow  # a composition per method
+@pytest.mark.parametrize("method", ["dpo", "hipo", "hipo_learned_fast", "hipo_mt_only", "kto", "hipo_kto"])
+def test_control_saturation_runs_every_method_at_one_beta_on_its_two_answer_modes(method: str) -> None:
+    """The experiment sets beta after the method (DPO and KTO default to 0.1, HiPO to 0.2): no difference between
+    the arms is a beta one. Training pairs end in a contradicting answer, the probe pairs in the propagated one."""
+    cfg = compose_config(["experiment=control_saturation", f"method={method}"])
+    assert cfg.loss.beta == 0.5
+    assert (cfg.data.source.mt_error_answer, cfg.data.val_source.mt_error_answer) == ("contradicting", "propagated")
 
 
 def test_without_an_experiment_runs_go_to_the_hipo_experiment() -> None:
