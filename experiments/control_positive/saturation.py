@@ -4,7 +4,8 @@ The prediction (experiments/LOG.md, 2026-12-02) needs DPO's whole-response margi
 (sigma(-margin) -> 0) while the Mt margin alone does not. This prints, per method, the mean over seeds of each
 segment's training reward margin (beta * log-ratio, chosen - rejected) over the first and the last 5 steps, and
 over the last 5 steps sigma(-whole margin), DPO's per-pair gradient factor, next to sigma(-Mt margin), the factor of
-HiPO's Mt term. The premise holds when the first is small and the second is not.
+HiPO's Mt term (each the mean over those steps of sigma(-the step's mean margin over its batch), then over
+seeds). The premise holds when the first is small and the second is not.
 
     .venv/bin/python experiments/control_positive/saturation.py [--experiment control_saturation]
 """
@@ -39,6 +40,7 @@ def main() -> None:
         raise SystemExit(f"error: no MLflow experiment {args.experiment!r} in {args.tracking_uri}")
     early: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     late: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    factors: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))  # per run, last steps
     for run in client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'"):
         method = run.data.tags.get("hipo.method")
         if not method:
@@ -48,12 +50,13 @@ def main() -> None:
             if len(values) >= 2 * WINDOW:
                 early[method][term].append(float(np.mean(values[:WINDOW])))
                 late[method][term].append(float(np.mean(values[-WINDOW:])))
+                factors[method][term].append(float(np.mean([_factor(m) for m in values[-WINDOW:]])))
     print(f"| method | seeds | {' | '.join(f'margin {t} (first {WINDOW} → last {WINDOW} steps)' for t in TERMS)} "
           f"| σ(−whole), last {WINDOW} | σ(−Mt), last {WINDOW} |")  # fmt: skip
     print("|---|---:|" + "---:|" * (len(TERMS) + 2))
     for method in sorted(late):
         cells = [f"{np.mean(early[method][t]):+.3f} → {np.mean(late[method][t]):+.3f}" for t in TERMS]
-        whole, mt = (np.mean([_factor(m) for m in late[method][t]]) for t in ("whole", "Mt"))
+        whole, mt = (np.mean(factors[method][t]) for t in ("whole", "Mt"))
         print(f"| {method} | {len(late[method]['whole'])} | {' | '.join(cells)} | {whole:.3f} | {mt:.3f} |")
 
 
