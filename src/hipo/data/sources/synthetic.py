@@ -11,8 +11,8 @@ from hipo.data.sources.base import Row
 from hipo.data.synthetic.problems import generate_problems
 from hipo.data.synthetic.responses import (
     ERROR_SEGMENTS,
-    MT_ERROR_ANSWERS,
     StructuredResponse,
+    check_mt_error_answer,
     dispreferred_response,
     preferred_response,
 )
@@ -67,8 +67,7 @@ class SyntheticSource:
         unknown = set(weights) - set(ERROR_SEGMENTS)
         if unknown or sum(weights.values()) <= 0 or min(weights.values()) < 0:
             raise ValueError(f"error_weights must be non-negative over {ERROR_SEGMENTS} with a positive sum: {weights}")
-        if mt_error_answer not in MT_ERROR_ANSWERS:
-            raise ValueError(f"mt_error_answer must be one of {MT_ERROR_ANSWERS}, got {mt_error_answer!r}")
+        check_mt_error_answer(mt_error_answer)  # at construction: a config typo fails before any row
         self.num_pairs = num_pairs
         self.seed = seed
         self.split = split

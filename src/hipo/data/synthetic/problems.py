@@ -271,6 +271,7 @@ def generate_problems(n: int, seed: int, split: str = "test", level: str = "mult
     if level not in LEVELS:
         raise ValueError(f"level must be one of {list(LEVELS)}, got {level!r}")
     templates = LEVELS[level]
+    # multi_step keeps its original seed string, so the problems drawn before levels existed stay the same
     rng = random.Random(f"hipo-arithmetic:{seed}" if level == "multi_step" else f"hipo-arithmetic:{level}:{seed}")
     names = sorted(templates)
     problems: list[ArithmeticProblem] = []

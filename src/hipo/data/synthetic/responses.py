@@ -72,6 +72,12 @@ def preferred_response(problem: ArithmeticProblem, boxed: bool) -> StructuredRes
     return StructuredResponse(render_query(problem), steps, render_answer(value, boxed))
 
 
+def check_mt_error_answer(mt_error_answer: str) -> None:
+    """Raises ValueError unless ``mt_error_answer`` is one of ``MT_ERROR_ANSWERS``."""
+    if mt_error_answer not in MT_ERROR_ANSWERS:
+        raise ValueError(f"mt_error_answer must be one of {MT_ERROR_ANSWERS}, got {mt_error_answer!r}")
+
+
 def _wrong(value: int, rng: random.Random, avoid: int | None = None) -> int:
     candidates = [value + d for d in _DELTAS if value + d >= 0 and value + d != avoid]
     return rng.choice(candidates)
@@ -81,8 +87,7 @@ def dispreferred_response(
     problem: ArithmeticProblem, error_segment: str, boxed: bool, rng: random.Random, mt_error_answer: str = "gold"
 ) -> StructuredResponse:
     """The preferred solution with one error placed in ``error_segment`` (see the module docstring)."""
-    if mt_error_answer not in MT_ERROR_ANSWERS:
-        raise ValueError(f"mt_error_answer must be one of {MT_ERROR_ANSWERS}, got {mt_error_answer!r}")
+    check_mt_error_answer(mt_error_answer)
     good = preferred_response(problem, boxed)
     if error_segment == "Rq":
         index = rng.randrange(len(problem.givens))
