@@ -1,4 +1,4 @@
-"""The ``hipo`` command: ``hipo train|eval|segment|report|perf|pipeline [hydra overrides...] [--verbose]``.
+"""The ``hipo`` command: ``hipo train|eval|segment|report|perf|pipeline|pairs|iterate [overrides...] [--verbose]``.
 
 How a command ends (see :mod:`hipo.errors`): 0 when it finished; 2 for a user error (bad data or config: one line
 ``error: ...``, plus ``hint: ...`` when there is advice; the traceback only with ``--verbose`` or
@@ -29,9 +29,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "report": ("hipo.app.report_command", "report_command", "report"),
     "perf": ("hipo.app.perf_command", "perf_command", "perf"),
     "pipeline": ("hipo.app.pipeline", "pipeline_command", "config"),
+    "pairs": ("hipo.app.pairs_command", "pairs_command", "pairs"),
+    "iterate": ("hipo.app.iterate_command", "iterate_command", "config"),
 }
 
-USAGE = """usage: hipo {train,eval,segment,report,perf,pipeline} [key=value ...] [-m] [--cfg job] [--verbose] [--help]
+USAGE = """usage: hipo {train,eval,segment,report,perf,pipeline,pairs,iterate} [key=value ...] [-m] [--cfg job]
+                 [--verbose] [--help]
 
   train    train a policy (DPO / HiPO / KTO ...) on segmented preference pairs, tracked in MLflow
   eval     evaluate a model / adapter / checkpoint on math benchmarks (+ optional rubric judge)
@@ -39,6 +42,8 @@ USAGE = """usage: hipo {train,eval,segment,report,perf,pipeline} [key=value ...]
   report   tables and plots of a sweep or experiment from MLflow
   perf     step time / throughput / memory of training variants, side by side
   pipeline an experiment end to end: LLM decomposition -> training sweep (+ benchmarks, judge) -> report
+  pairs    on-policy preference pairs: sample K answers per training problem, grade them, pair right x wrong
+  iterate  iterative rounds of an experiment: pairs from policy r -> train policy r+1 (iterative DPO / HiPO)
 
 Overrides are Hydra's: e.g. `hipo train loss=dpo model=tiny trainer.max_steps=10`,
 sweeps with -m: `hipo train -m loss=dpo,hipo seed=0,1,2`. `hipo train --help` lists the config groups.

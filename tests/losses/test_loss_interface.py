@@ -15,7 +15,7 @@ from torch import nn
 from hipo.app.builders import instantiate_component
 from hipo.config.compose import compose_config
 from hipo.config.schema import OptimConfig
-from hipo.losses.modules import DPOLoss, HiPOLoss, KTOLoss, PreferenceLoss, SegmentKTOLoss
+from hipo.losses.modules import DPOLoss, HiPOLoss, KTOLoss, PreferenceLoss, SegmentKTOLoss, SFTLoss
 from hipo.losses.types import LossOutput, SegmentLogps
 from hipo.losses.weights import FixedWeights, SegmentWeights, StagedWeights, UncertaintyWeights
 from hipo.training.module import PreferenceModule
@@ -28,6 +28,7 @@ EXPECTED = {
     "hipo": (HiPOLoss, True),
     "kto": (KTOLoss, False),
     "hipo_kto": (SegmentKTOLoss, False),
+    "sft": (SFTLoss, False),
 }
 
 
@@ -43,7 +44,8 @@ def test_every_configured_loss_is_a_preference_loss(name: str) -> None:
     cls, paired = EXPECTED[name]
     assert isinstance(loss, PreferenceLoss) and type(loss) is cls
     assert type(loss).paired is paired and loss.paired is paired
-    assert isinstance(loss.beta, float) and loss.beta == pytest.approx(float(cfg.loss.beta))
+    assert isinstance(loss.beta, float) and loss.beta == pytest.approx(float(cfg.loss.get("beta", 1.0)))
+    assert loss.needs_reference is (name != "sft") and loss.responses_only is (name == "sft")
     if name in ("hipo", "hipo_kto"):
         assert isinstance(loss.weights, SegmentWeights)
         assert loss.weights is loss.get_submodule("weights")  # a registered submodule (learned weights train)

@@ -43,8 +43,8 @@ def build_policy(model_cfg: DictConfig, with_reference: bool = True) -> PolicyBu
     The reference is the policy's starting point: the base model (adapters disabled) under a fresh LoRA adapter; the
     starting adapter itself under ``adapter_path`` (loaded a second time, frozen, as adapter ``"reference"``, so the
     policy equals its reference at step 0); a frozen copy of the loaded weights for full fine-tuning (which, from a
-    fine-tuned folder, is that folder's model). ``with_reference=False`` skips the reference (evaluation): without
-    LoRA it would be a full frozen copy.
+    fine-tuned folder, is that folder's model). ``reference_adapter_path`` makes that frozen adapter another one.
+    ``with_reference=False`` skips the reference (evaluation, SFT): without LoRA it would be a full frozen copy.
     """
     model: nn.Module  # a PreTrainedModel, or a PeftModel once an adapter is loaded or applied
     model, tokenizer = load_model(
@@ -58,15 +58,16 @@ def build_policy(model_cfg: DictConfig, with_reference: bool = True) -> PolicyBu
     mode: ReferenceMode = "auto"
     if model_cfg.adapter_path:
         model = load_adapter(model, model_cfg.adapter_path, trainable=True)
-        if with_reference:
-            load_reference_adapter(model, model_cfg.adapter_path)
-            mode = "reference_adapter"
     elif model_cfg.lora.enabled:
         lora = model_cfg.lora
         target = OmegaConf.to_container(lora.target_modules) if OmegaConf.is_config(lora.target_modules) else None
         # The schema types target_modules as Any: a module name, "all-linear" or a list of names (a ListConfig).
         target_modules = cast("str | list[str]", target or lora.target_modules)
         model = apply_lora(model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=target_modules)
+    reference_adapter = model_cfg.get("reference_adapter_path") or model_cfg.adapter_path
+    if with_reference and reference_adapter:
+        load_reference_adapter(model, reference_adapter)  # type: ignore[arg-type]  # a PeftModel (validated)
+        mode = "reference_adapter"
     reference = build_reference(model, mode) if with_reference else None
     return PolicyBundle(policy=model, tokenizer=tokenizer, reference=reference)
 
@@ -126,9 +127,9 @@ def build_segmenter(segmenter_cfg: DictConfig) -> Any:
     return instantiate_component(segmenter_cfg)
 
 
-def build_datamodule(cfg: DictConfig, tokenizer: Any, paired: bool) -> Any:
+def build_datamodule(cfg: DictConfig, tokenizer: Any, paired: bool, responses_only: bool = False) -> Any:
     """The data module of ``cfg.data`` with the segmenter of ``cfg.segmenter``; ``paired=False`` serves KTO's unpaired
-    view.
+    view, ``responses_only=True`` the chosen responses alone (SFT).
 
     ``cfg.data`` is a ``_target_`` node (:class:`~hipo.config.schema.DataConfig`, by default
     :class:`~hipo.data.datamodule.PreferenceDataModule`): Hydra instantiates it without its config-only keys
@@ -148,7 +149,12 @@ def build_datamodule(cfg: DictConfig, tokenizer: Any, paired: bool) -> Any:
     with config_errors("segmenter"):
         segmenter = build_segmenter(cfg.segmenter)
     return make_datamodule(
-        segmenter=segmenter, tokenizer=tokenizer, segments=list(cfg.segments), paired=paired, seed=cfg.seed
+        segmenter=segmenter,
+        tokenizer=tokenizer,
+        segments=list(cfg.segments),
+        paired=paired,
+        responses_only=responses_only,
+        seed=cfg.seed,
     )
 
 

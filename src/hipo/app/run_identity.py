@@ -65,7 +65,8 @@ def run_identity(cfg: DictConfig) -> RunIdentity:
         **({"hipo.experiment": str(cfg.experiment)} if cfg.get("experiment") else {}),
         **{str(k): str(v) for k, v in cfg.logger.tags.items()},
     }
-    parent = parent_run_id() if multirun else None  # a single run never attaches to a (stale) sweep parent
+    # a single run never attaches to a (stale) sweep parent; an explicit one (hipo iterate's) always wins
+    parent = cfg.logger.get("parent_run_id") or (parent_run_id() if multirun else None)
     if parent:
         tags["hipo.sweep_id"] = sweep_id_of(parent, cfg.logger.tracking_uri) or parent
     return RunIdentity(run_name_for(method, cfg, overrides, multirun), tags, parent, overrides)

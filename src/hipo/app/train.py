@@ -34,7 +34,7 @@ from hipo.app.final_output import save_trained
 from hipo.app.lightning_trainer import build_trainer
 from hipo.app.quiet import quiet_third_party
 from hipo.app.run_identity import RunIdentity, run_identity
-from hipo.app.summary import format_held_out_table
+from hipo.app.summary import format_held_out_table, format_nll_table
 from hipo.app.train_setup import TrainingJob, prepare_job
 from hipo.config.secrets import redact_secrets
 from hipo.distributed.launcher import WorkerGroup
@@ -183,11 +183,15 @@ def _run(
 def _preference_module(cfg: DictConfig, job: TrainingJob, process: ProcessInfo) -> tuple[PreferenceModule, Any]:
     """Phase 3: the policy, its reference (the cache computed by rank 0 first) and the LightningModule; and the
     tokenizer."""
-    bundle = build_policy(cfg.model)
-    reference = reference_fn(bundle.reference, cfg.model.logprob_chunk_size)
-    if cfg.reference_cache:
+    needs_reference = bool(job.loss.needs_reference)
+    bundle = build_policy(cfg.model, with_reference=needs_reference)
+    reference = reference_fn(bundle.reference, cfg.model.logprob_chunk_size) if needs_reference else None
+    if cfg.reference_cache and reference is not None:
         with rank_zero_first(process):
             reference = cached_reference_fn(cfg, bundle, job.datamodule, reference)
+    elif cfg.reference_cache:
+        log.info("reference_cache=true: %s needs no reference, so there is nothing to cache", type(job.loss).__name__)
+    starts_as_reference = (cfg.model.lora.enabled or cfg.model.adapter_path) and not job.resuming
     module = PreferenceModule(
         policy=bundle.policy,
         loss=job.loss,
@@ -197,7 +201,9 @@ def _preference_module(cfg: DictConfig, job: TrainingJob, process: ProcessInfo) 
         logprob_chunk_size=cfg.model.logprob_chunk_size,
         checkpoint_trainable_only=bool(cfg.model.lora.enabled or cfg.model.adapter_path),
         # a fresh LoRA adapter (B = 0) and a loaded starting adapter equal their reference until the first step
-        policy_starts_as_reference=bool((cfg.model.lora.enabled or cfg.model.adapter_path) and not job.resuming),
+        policy_starts_as_reference=bool(
+            starts_as_reference and needs_reference and not cfg.model.reference_adapter_path
+        ),
     )
     return module, bundle.tokenizer
 
@@ -304,12 +310,15 @@ def _finish(
         from hipo.app.eval_command import evaluate_after_training
 
         evaluate_after_training(cfg, module.policy, tokenizer, run_id, job.benchmarks, trainer.global_step)
-    table = format_held_out_table(val_before, val_after, [*cfg.segments, "whole"])
+    names = [*cfg.segments, "whole"]
+    needs_reference = bool(job.loss.needs_reference)
+    table = (format_held_out_table if needs_reference else format_nll_table)(val_before, val_after, names)
     print(table)
     (job.output_dir / "held_out.md").write_text(table + "\n")
     mlflow.log_text(table, "held_out.md", run_id=run_id)
-    pairs = module.held_out.write_pairs(job.output_dir / HELD_OUT_PAIRS)
-    mlflow.log_artifact(str(pairs), Path(HELD_OUT_PAIRS).parent.as_posix(), run_id=run_id)
+    if needs_reference:  # each held-out pair's margins (a loss without a reference has none)
+        pairs = module.held_out.write_pairs(job.output_dir / HELD_OUT_PAIRS)
+        mlflow.log_artifact(str(pairs), Path(HELD_OUT_PAIRS).parent.as_posix(), run_id=run_id)
     print(f"MLflow run id: {run_id}  (experiment {cfg.logger.experiment_name!r}, store {cfg.logger.tracking_uri})")
 
 

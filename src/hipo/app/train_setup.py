@@ -73,7 +73,9 @@ def prepare_job(cfg: DictConfig) -> TrainingJob:
         benchmarks = load_benchmarks(cfg.benchmark, cfg.evaluate.limit, root=cfg.evaluate.get("benchmark_root"))
     tokenizer = load_job_tokenizer(cfg.model)
     with config_errors("data"):  # the options of the data module itself (batch sizes, truncation policy)
-        datamodule = build_datamodule(cfg, tokenizer, paired=bool(loss.paired))
+        datamodule = build_datamodule(
+            cfg, tokenizer, paired=bool(loss.paired), responses_only=bool(loss.responses_only)
+        )
     datamodule.setup("fit")  # bad rows raise DataError here
     checkpoint = _resume_checkpoint(resume, output_dir)
     return TrainingJob(loss, datamodule, benchmarks, output_dir, resume, checkpoint, devices_per_node)

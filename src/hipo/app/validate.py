@@ -93,10 +93,14 @@ def validate_model(model: DictConfig) -> None:
             resolve_model_source(str(model.name_or_path))
     except (ValueError, FileNotFoundError) as error:
         raise ConfigError(f"model: {error}") from error
-    if model.adapter_path:
-        adapter = Path(str(model.adapter_path)).expanduser()
-        if not (adapter / "adapter_config.json").is_file():
-            raise ConfigError(f"model.adapter_path={model.adapter_path}: no adapter_config.json there")
+    for key in ("adapter_path", "reference_adapter_path"):
+        if model.get(key) and not (Path(str(model[key])).expanduser() / "adapter_config.json").is_file():
+            raise ConfigError(f"model.{key}={model[key]}: no adapter_config.json there")
+    if model.get("reference_adapter_path") and not (model.adapter_path or model.lora.enabled):
+        raise ConfigError(
+            f"model.reference_adapter_path={model.reference_adapter_path}: a reference adapter needs a LoRA policy "
+            "(model.adapter_path=… or model.lora.enabled=true)"
+        )
     _positive(model, "logprob_chunk_size", "model")
 
 

@@ -13,6 +13,7 @@ from hipo.config import schema as s
 ROOTS: dict[str, object] = {
     "schema_run": s.RunConfig,
     "schema_eval": s.EvalRunConfig,
+    "schema_pairs": s.PairsRunConfig,
     "schema_report": s.ReportRunConfig,
 }
 SCHEMAS: dict[str, dict[str, object]] = {
@@ -21,6 +22,7 @@ SCHEMAS: dict[str, dict[str, object]] = {
     "schema/trainer": {"trainer": s.TrainerConfig},
     "schema/logger": {"logger": s.LoggerConfig},
     "schema/benchmark": {"benchmark": s.BenchmarkConfig},
+    "schema/problems": {"problems": s.ProblemsConfig},
 }
 
 

@@ -38,7 +38,10 @@ class ModelConfig:
         gradient_checkpointing: recompute activations in backward (less memory, ~30% more compute).
         compile: wrap the policy in ``torch.compile``.
         logprob_chunk_size: rows of hidden states per chunk when computing selected-token log-probs.
-        adapter_path: a saved LoRA adapter to load onto the base model (evaluation, continued training).
+        adapter_path: a saved LoRA adapter to load onto the base model (evaluation, continued training); the
+            reference of continued training is that adapter unless ``reference_adapter_path`` names another.
+        reference_adapter_path: a saved LoRA adapter the reference scores with instead (iterative rounds whose
+            reference stays the SFT model while the policy starts from the previous round's adapter).
     """
 
     name_or_path: str = "embedded:smollm2-135m"
@@ -50,6 +53,7 @@ class ModelConfig:
     revision: str | None = None
     trust_remote_code: bool = False
     adapter_path: str | None = None
+    reference_adapter_path: str | None = None
     lora: LoraConfig = field(default_factory=LoraConfig)
 
 
@@ -188,13 +192,18 @@ class DataConfig:
 
 @dataclass
 class LoggerConfig:
-    """MLflow tracking (embedded SQLite store + ./mlruns artifacts by default)."""
+    """MLflow tracking (embedded SQLite store + ./mlruns artifacts by default).
+
+    ``parent_run_id``: the run this job's run nests under (``hipo iterate`` sets it for each round's steps; a
+    sweep's jobs nest under the sweep's parent without it).
+    """
 
     tracking_uri: str = "sqlite:///mlflow.db"
     artifact_location: str = "mlruns"
     experiment_name: str = "hipo"
     run_name: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    parent_run_id: str | None = None
 
 
 # ---- evaluation (benchmark=, evaluate:) -----------------------------------------------------------------------------
@@ -295,6 +304,65 @@ class EvalRunConfig:
     limit: int | None = None  # shortcut for evaluate.limit
     seed: int = 0
     label: str | None = None  # the method name reports show (tag hipo.method); default base / checkpoint
+    output_dir: str = "${hydra:runtime.output_dir}"
+
+
+@dataclass
+class ProblemsConfig:
+    """Training problems of ``hipo pairs`` (``problems=synthetic|synthetic_easy|jsonl``): never an evaluation split.
+
+    Attributes:
+        name: a label for tags and run names.
+        benchmark: the benchmark whose schema the problems follow (question fields, gold reader, answer format) and
+            whose held-out set they are checked against: ``synthetic`` / ``synthetic_easy`` generate the
+            generator's training split of that level; any other needs ``path``.
+        path: a JSONL file of training problems in that benchmark's schema.
+        seed: the generator's seed (generated problems) or the subset's (``limit`` below a file's size).
+    """
+
+    name: str = MISSING
+    benchmark: str = MISSING
+    path: str | None = None
+    seed: int = 0
+
+
+@dataclass
+class SelectionConfig:
+    """Which (correct, incorrect) sample combinations of a problem become pairs (:mod:`hipo.onpolicy.selection`)."""
+
+    mode: str = "all"  # all: every combination up to max_pairs_per_problem | one: one pair per problem
+    max_pairs_per_problem: int = 4
+
+
+@dataclass
+class PairsRunConfig:
+    """Root of `hipo pairs`: sample ``num_samples`` responses per training problem, grade them, write pairs.
+
+    Attributes:
+        out: the pairs file (JSONL, TRL's standard format + gold and grades); its samples go to
+            ``<out>.samples.jsonl``, which a rerun of the same command resumes from.
+        num_samples: K, generations per problem (>= 2), sharing one prefill of the prompt.
+        limit: the first N problems (generated) or a seeded subset of N (a file).
+        chunk_size: problems per sampling chunk, the unit of resume.
+        seed: the sampling seed (``evaluate.generation.seed``) and the pair-selection seed.
+        checkpoint: a `hipo train` output folder (``…/final``) or ``.ckpt`` to sample from, as in ``hipo eval``.
+        label: the policy's name in tags and the run name (default: base / checkpoint).
+    """
+
+    model: ModelConfig = MISSING
+    logger: LoggerConfig = MISSING
+    problems: ProblemsConfig = MISSING
+    segmenter: Any = MISSING
+    segments: list[str] = field(default_factory=lambda: ["Rq", "Mt", "Ra"])
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    out: str = MISSING
+    num_samples: int = 8
+    limit: int | None = None
+    chunk_size: int = 32
+    seed: int = 0
+    checkpoint: str | None = None
+    label: str | None = None
     output_dir: str = "${hydra:runtime.output_dir}"
 
 

@@ -22,7 +22,7 @@ from hipo.data.segmented import SegmentedPair, SegmentedResponse, Span
 from hipo.data.tokenize import TokenizedPair, TokenizedSequence
 from hipo.models.embedded import cache_dir
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: single responses (``{prefix}_has_rejected``)
 
 
 def data_cache_root() -> Path:
@@ -47,12 +47,16 @@ def fingerprint(parts: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
+def _response_json(response: SegmentedResponse) -> dict[str, Any]:
+    return {"text": response.text, "spans": [asdict(s) for s in response.spans]}
+
+
 def pair_to_json(pair: SegmentedPair) -> dict[str, Any]:
     """A JSON-serializable form of a :class:`SegmentedPair` (``pair_from_json`` inverts it)."""
     return {
         "prompt": pair.prompt,
-        "chosen": {"text": pair.chosen.text, "spans": [asdict(s) for s in pair.chosen.spans]},
-        "rejected": {"text": pair.rejected.text, "spans": [asdict(s) for s in pair.rejected.spans]},
+        "chosen": _response_json(pair.chosen),
+        "rejected": _response_json(pair.rejected) if pair.rejected is not None else None,
         "meta": pair.meta,
     }
 
@@ -63,16 +67,19 @@ def pair_from_json(data: dict[str, Any]) -> SegmentedPair:
     def response(r: dict[str, Any]) -> SegmentedResponse:
         return SegmentedResponse(r["text"], tuple(Span(**s) for s in r["spans"]))
 
-    return SegmentedPair(data["prompt"], response(data["chosen"]), response(data["rejected"]), dict(data["meta"]))
+    rejected = response(data["rejected"]) if data["rejected"] is not None else None
+    return SegmentedPair(data["prompt"], response(data["chosen"]), rejected, dict(data["meta"]))
 
 
 def _pack(prefix: str, pairs: list[TokenizedPair]) -> dict[str, np.ndarray]:
-    sequences = [s for p in pairs for s in (p.chosen, p.rejected)]
+    """The sequences of ``pairs`` back to back (chosen, then rejected where there is one) and which pairs have one."""
+    sequences = [s for p in pairs for s in (p.chosen, p.rejected) if s is not None]
     return {
         f"{prefix}_ids": np.concatenate([s.input_ids for s in sequences]) if sequences else np.zeros(0, np.int32),
         f"{prefix}_segments": np.concatenate([s.segment_ids for s in sequences]) if sequences else np.zeros(0, np.int8),
         f"{prefix}_lengths": np.asarray([len(s) for s in sequences], dtype=np.int64),
         f"{prefix}_prompt_lengths": np.asarray([s.prompt_length for s in sequences], dtype=np.int64),
+        f"{prefix}_has_rejected": np.asarray([p.rejected is not None for p in pairs], dtype=bool),
     }
 
 
@@ -80,11 +87,14 @@ def _unpack(prefix: str, arrays: Any) -> list[TokenizedPair]:
     ids, segments = arrays[f"{prefix}_ids"], arrays[f"{prefix}_segments"]
     lengths, prompt_lengths = arrays[f"{prefix}_lengths"], arrays[f"{prefix}_prompt_lengths"]
     bounds = np.concatenate([[0], np.cumsum(lengths)])
-    sequences = [
+    sequences = iter(
         TokenizedSequence(ids[bounds[i] : bounds[i + 1]], segments[bounds[i] : bounds[i + 1]], int(prompt_lengths[i]))
         for i in range(len(lengths))
+    )
+    return [
+        TokenizedPair(next(sequences), next(sequences) if bool(has_rejected) else None, index)
+        for index, has_rejected in enumerate(arrays[f"{prefix}_has_rejected"])
     ]
-    return [TokenizedPair(sequences[2 * i], sequences[2 * i + 1], i) for i in range(len(sequences) // 2)]
 
 
 def save_prepared(

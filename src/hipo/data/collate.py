@@ -6,7 +6,8 @@
   ``pack_length`` gets a row of its own (the batch width is then that sequence's length);
 * unpaired (KTO): N examples plus K = N mismatched "KL" sequences, sequence ``N + i`` being the prompt of
   example ``i`` followed by the response of example ``(i + 1) mod N`` (built from tokens; with N = 1 it is the
-  example itself).
+  example itself);
+* responses (SFT): N chosen responses, one sequence each, nothing else.
 """
 
 from __future__ import annotations
@@ -34,9 +35,15 @@ def unpair(pairs: Sequence[TokenizedPair]) -> list[TokenizedExample]:
     """Each pair as a desirable chosen example (id ``2i``) and an undesirable rejected one (id ``2i + 1``)."""
     out = []
     for pair in pairs:
-        out.append(TokenizedExample(pair.chosen, True, 2 * pair.example_id))
-        out.append(TokenizedExample(pair.rejected, False, 2 * pair.example_id + 1))
+        chosen, rejected = pair.paired_sides()
+        out.append(TokenizedExample(chosen, True, 2 * pair.example_id))
+        out.append(TokenizedExample(rejected, False, 2 * pair.example_id + 1))
     return out
+
+
+def chosen_responses(pairs: Sequence[TokenizedPair]) -> list[TokenizedExample]:
+    """The chosen response of each pair (or single response) as an example with the pair's id."""
+    return [TokenizedExample(pair.chosen, True, pair.example_id) for pair in pairs]
 
 
 def kl_sequence(prompt_of: TokenizedSequence, response_of: TokenizedSequence) -> TokenizedSequence:
@@ -128,7 +135,8 @@ class PairCollator:
         self.pad_id, self.num_segments, self.packed, self.pack_length = pad_id, num_segments, packed, pack_length
 
     def __call__(self, pairs: Sequence[TokenizedPair]) -> TokenBatch:
-        sequences = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+        sides = [p.paired_sides() for p in pairs]
+        sequences = [chosen for chosen, _ in sides] + [rejected for _, rejected in sides]
         ids = [p.example_id for p in pairs]
         return collate_sequences(sequences, ids, self.pad_id, self.num_segments, self.packed, self.pack_length)
 
@@ -145,3 +153,12 @@ class UnpairedCollator(PairCollator):
         batch.desirable = torch.tensor([e.desirable for e in examples], dtype=torch.bool)
         batch.num_kl_sequences = n
         return batch
+
+
+class ResponseCollator(PairCollator):
+    """``list[TokenizedExample]`` (N responses) -> TokenBatch of N sequences, sequence ``i`` being example ``i``."""
+
+    def __call__(self, examples: Sequence[TokenizedExample]) -> TokenBatch:  # type: ignore[override]
+        sequences = [e.sequence for e in examples]
+        ids = [e.example_id for e in examples]
+        return collate_sequences(sequences, ids, self.pad_id, self.num_segments, self.packed, self.pack_length)

@@ -13,7 +13,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from hipo.data.batch import TokenBatch
-from hipo.data.collate import PairCollator, TokenizedExample, UnpairedCollator, unpair
+from hipo.data.collate import (
+    PairCollator,
+    ResponseCollator,
+    TokenizedExample,
+    UnpairedCollator,
+    chosen_responses,
+    unpair,
+)
 from hipo.data.data_stats import DataStats
 from hipo.data.prepare import PreparedData, prepare_data
 from hipo.data.samplers import DistributedLengthGroupedSampler, training_batch_sampler
@@ -39,7 +46,8 @@ class ListDataset(Dataset):
 
 
 class PreferenceDataModule(L.LightningDataModule):
-    """Segmented preference data as :class:`TokenBatch` es (paired for DPO/HiPO, unpaired for KTO).
+    """Segmented preference data as :class:`TokenBatch` es (paired for DPO/HiPO, unpaired for KTO, the chosen
+    responses alone for SFT).
 
     Args:
         source: training rows (and validation rows unless ``val_source`` is given).
@@ -55,6 +63,8 @@ class PreferenceDataModule(L.LightningDataModule):
         packed: padding-free batches (``pack_length`` tokens per row).
         pack_length: tokens per packed row.
         paired: False gives the unpaired (KTO) view with KL sequences.
+        responses_only: serve the chosen responses alone, in training and validation (SFT); rows need no rejected
+            response and may hold a ``completion`` instead of ``chosen`` (see ``segment_rows``).
         val_fraction: validation share (by prompt hash) when there is no ``val_source``.
         val_source: explicit validation rows.
         max_val_pairs: cap on validation pairs.
@@ -81,6 +91,7 @@ class PreferenceDataModule(L.LightningDataModule):
         packed: bool = False,
         pack_length: int = 2048,
         paired: bool = True,
+        responses_only: bool = False,
         val_fraction: float = 0.1,
         val_source: RowSource | None = None,
         max_val_pairs: int | None = None,
@@ -107,7 +118,10 @@ class PreferenceDataModule(L.LightningDataModule):
         if self.tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token (e.g. to its EOS token)")
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        if responses_only and paired:
+            raise ValueError("responses_only serves single responses: pass paired=False with it")
         self.packed, self.pack_length, self.paired = packed, pack_length, paired
+        self.responses_only = responses_only
         self.val_fraction, self.max_val_pairs, self.seed = val_fraction, max_val_pairs, seed
         self.num_workers, self.length_grouped, self.use_cache = num_workers, length_grouped, use_cache
         self.cache_root = Path(cache_root) if cache_root is not None else None
@@ -128,6 +142,7 @@ class PreferenceDataModule(L.LightningDataModule):
             self.seed,
             self.use_cache,
             self.cache_root,
+            responses_only=self.responses_only,
         )
         log.info("data prepared (%s): %s", "cached" if self.prepared.from_cache else "fresh", self.stats.as_dict())
 
@@ -150,12 +165,19 @@ class PreferenceDataModule(L.LightningDataModule):
     def train_pairs(self) -> list[TokenizedPair]:
         return self._require().train
 
-    def _collator(self, paired: bool | None = None) -> PairCollator:
+    def _collator(self, validation: bool = False) -> PairCollator:
+        """Training: pairs, unpaired examples with KL rows, or responses; validation: pairs (or responses)."""
         pad_id = int(self.tokenizer.pad_token_id)
-        kind = PairCollator if (self.paired if paired is None else paired) else UnpairedCollator
+        kind: type[PairCollator] = PairCollator
+        if self.responses_only:
+            kind = ResponseCollator
+        elif not self.paired and not validation:
+            kind = UnpairedCollator
         return kind(pad_id, self.preference_tokenizer.num_segments, self.packed, self.pack_length)
 
     def _items(self, pairs: list[TokenizedPair]) -> list[TokenizedPair] | list[TokenizedExample]:
+        if self.responses_only:
+            return chosen_responses(pairs)
         return pairs if self.paired else unpair(pairs)
 
     def resume_at(self, epoch: int, batches_done: int) -> None:
@@ -170,9 +192,7 @@ class PreferenceDataModule(L.LightningDataModule):
     def train_sampler(self) -> DistributedLengthGroupedSampler:
         """This rank's training order (length-grouped in padded mode), positioned at the resume point if any."""
         items = self._items(self._require().train)
-        lengths = [
-            max(len(p.chosen), len(p.rejected)) if isinstance(p, TokenizedPair) else len(p.sequence) for p in items
-        ]
+        lengths = [max(map(len, p.paired_sides())) if isinstance(p, TokenizedPair) else len(p.sequence) for p in items]
         replicas, rank = self._replicas()
         sampler = DistributedLengthGroupedSampler(
             lengths,
@@ -202,7 +222,8 @@ class PreferenceDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader[TokenBatch]:
-        """Held-out pairs, always paired (even for KTO): preference accuracy compares chosen with rejected.
+        """Held-out pairs, always paired (even for KTO): preference accuracy compares chosen with rejected; the
+        chosen responses alone under ``responses_only``.
 
         With several ranks each scores every W-th pair; shards are padded to equal length with copies whose
         ``example_id`` is -1, which the held-out metrics ignore, so every pair counts exactly once and every rank
@@ -213,10 +234,10 @@ class PreferenceDataModule(L.LightningDataModule):
         if replicas > 1:
             pairs = shard_with_padding(pairs, replicas, rank)
         return DataLoader(
-            ListDataset(pairs),
+            ListDataset(chosen_responses(pairs) if self.responses_only else pairs),
             self.eval_batch_size,
             shuffle=False,
-            collate_fn=self._collator(paired=True),
+            collate_fn=self._collator(validation=True),
             num_workers=self.num_workers,
             generator=torch.Generator().manual_seed(self.seed),
         )

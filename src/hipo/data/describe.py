@@ -22,19 +22,27 @@ def mark_segments(response: SegmentedResponse) -> str:
     return "".join(out)
 
 
-def _token_counts(pairs: Sequence[SegmentedPair], tokenizer: Any) -> list[tuple[dict[str, int], dict[str, int]]]:
+def _responses(pair: SegmentedPair) -> list[SegmentedResponse]:
+    """The chosen response and, when there is one, the rejected one."""
+    return [pair.chosen] + ([pair.rejected] if pair.rejected is not None else [])
+
+
+def _token_counts(pairs: Sequence[SegmentedPair], tokenizer: Any) -> list[list[dict[str, int]]]:
+    """Per pair, the token count of each segment of the chosen (and rejected) response."""
     tok = tokenizer if isinstance(tokenizer, PreferenceTokenizer) else None
     if tok is None:
-        segments = tuple(dict.fromkeys(s.name for p in pairs for r in (p.chosen, p.rejected) for s in r.spans))
+        segments = tuple(dict.fromkeys(s.name for p in pairs for r in _responses(p) for s in r.spans))
         tok = PreferenceTokenizer(tokenizer, segments or ("segment",), truncate_from=(segments or ("segment",))[0])
     names = [*tok.segments, "outside"]
     counts = []
     for pair in tok.tokenize_pairs(pairs):
         per_side = []
         for seq in (pair.chosen, pair.rejected):
+            if seq is None:
+                continue
             tally = np.bincount(seq.segment_ids[seq.segment_ids >= 0], minlength=len(names))
             per_side.append({name: int(n) for name, n in zip(names, tally, strict=True)})
-        counts.append((per_side[0], per_side[1]))
+        counts.append(per_side)
     return counts
 
 
@@ -54,6 +62,8 @@ def describe_segmentation(pairs: Sequence[SegmentedPair], n: int = 5, tokenizer:
         meta = ", ".join(f"{k}={v}" for k, v in pair.meta.items())
         lines = [f"=== pair {index + 1}/{len(shown)}" + (f" ({meta})" if meta else ""), "--- prompt", pair.prompt]
         for side, response in (("chosen", pair.chosen), ("rejected", pair.rejected)):
+            if response is None:
+                continue
             lines.append(f"--- {side}")
             if counts is not None:
                 tally = counts[index][0 if side == "chosen" else 1]

@@ -63,9 +63,11 @@ def _cache_description(
     val_fraction: float,
     max_val_pairs: int | None,
     seed: int,
+    responses_only: bool,
 ) -> dict[str, Any]:
     """What the prepared data depends on (its fingerprint is the cache key; saved with the cache entry)."""
     return {
+        "responses_only": responses_only,
         "prepare_version": PREPARE_VERSION,
         "source": source.fingerprint(),
         "val_source": val_source.fingerprint() if val_source is not None else None,
@@ -86,6 +88,7 @@ def _segment_and_split(
     val_fraction: float,
     max_val_pairs: int | None,
     seed: int,
+    responses_only: bool,
 ) -> tuple[list[SegmentedPair], list[SegmentedPair], bool]:
     """(train pairs, validation pairs, whether ``segmenter.prepare`` finished every row) as text; counts in ``stats``.
 
@@ -95,9 +98,9 @@ def _segment_and_split(
     rows = list(source.rows())
     val_rows = list(val_source.rows()) if val_source is not None else []
     final = segmenter.prepare(rows + val_rows)
-    pairs = list(segment_rows(rows, segmenter, stats))
+    pairs = list(segment_rows(rows, segmenter, stats, responses_only))
     if val_source is not None:
-        train_text, val_text = pairs, list(segment_rows(val_rows, segmenter, stats))
+        train_text, val_text = pairs, list(segment_rows(val_rows, segmenter, stats, responses_only))
     else:
         train_text, val_text = split_by_prompt(pairs, val_fraction, seed)
     if max_val_pairs is not None:
@@ -115,18 +118,21 @@ def prepare_data(
     seed: int = 0,
     use_cache: bool = True,
     cache_root: Path | None = None,
+    responses_only: bool = False,
 ) -> PreparedData:
     """Segments and tokenizes ``source`` (and ``val_source``, else a ``val_fraction`` split by prompt), cached.
 
     All rows are first handed to ``segmenter.prepare`` (the ``llm`` segmenter decomposes every response there,
     concurrently); the result is cached under a key of the source, segmenter, tokenizer and options, unless
-    ``prepare`` reports a failure that a rerun may not meet.
+    ``prepare`` reports a failure that a rerun may not meet. ``responses_only``: the chosen responses alone (SFT).
 
     Raises:
         DataError: malformed rows, missing fields, or (``on_failure=error``) segmentation failures, all naming
             the file, line and field; raised before anything is written to the cache.
     """
-    description = _cache_description(source, segmenter, tokenizer, val_source, val_fraction, max_val_pairs, seed)
+    description = _cache_description(
+        source, segmenter, tokenizer, val_source, val_fraction, max_val_pairs, seed, responses_only
+    )
     key = fingerprint(description)
     path = (cache_root if cache_root is not None else data_cache_root()) / f"{key}.npz"
     if use_cache and path.exists():
@@ -136,7 +142,7 @@ def prepare_data(
 
     stats = DataStats()
     train_text, val_text, final = _segment_and_split(
-        source, segmenter, stats, val_source, val_fraction, max_val_pairs, seed
+        source, segmenter, stats, val_source, val_fraction, max_val_pairs, seed, responses_only
     )
     train, _ = tokenizer.tokenize_and_filter(train_text, stats)
     val, kept = tokenizer.tokenize_and_filter(val_text, stats)

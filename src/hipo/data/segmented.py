@@ -54,11 +54,13 @@ class SegmentedResponse:
 class SegmentedPair:
     """One preference pair: a prompt, a preferred (chosen) and a dispreferred (rejected) segmented response.
 
-    ``meta`` carries provenance: ``source`` (file or dataset id), ``row`` (1-based line/row number), and for the
-    synthetic data ``error_segment`` (the segment holding the rejected response's single error).
+    ``rejected`` is None for a single response (data prepared for a loss that scores chosen responses alone, such as
+    SFT: rows may then carry only a ``completion``). ``meta`` carries provenance: ``source`` (file or dataset id),
+    ``row`` (1-based line/row number), and for the synthetic data ``error_segment`` (the segment holding the
+    rejected response's single error).
     """
 
     prompt: str
     chosen: SegmentedResponse
-    rejected: SegmentedResponse
+    rejected: SegmentedResponse | None
     meta: dict[str, Any] = field(default_factory=dict)

@@ -55,11 +55,20 @@ class TokenizedSequence:
 
 @dataclass
 class TokenizedPair:
-    """A tokenized preference pair; ``example_id`` is its index in its (train or validation) dataset."""
+    """A tokenized preference pair; ``example_id`` is its index in its (train or validation) dataset.
+
+    ``rejected`` is None for a single response (see :class:`~hipo.data.segmented.SegmentedPair`).
+    """
 
     chosen: TokenizedSequence
-    rejected: TokenizedSequence
+    rejected: TokenizedSequence | None
     example_id: int
+
+    def paired_sides(self) -> tuple[TokenizedSequence, TokenizedSequence]:
+        """(chosen, rejected); raises ValueError for a single response (no rejected side)."""
+        if self.rejected is None:
+            raise ValueError(f"example {self.example_id} has no rejected response: this needs preference pairs")
+        return self.chosen, self.rejected
 
 
 def end_of_turn_text(tokenizer: Any) -> str:
@@ -241,15 +250,22 @@ class PreferenceTokenizer:
         stats = stats if stats is not None else DataStats()
         rendered = [self.render_prompt(p.prompt) for p in pairs]  # once per pair: both sides share the prompt
         chosen = self._tokenize_rendered(rendered, [p.chosen for p in pairs])
-        rejected = self._tokenize_rendered(rendered, [p.rejected for p in pairs])
+        with_rejected = [i for i, p in enumerate(pairs) if p.rejected is not None]
+        tokenized = self._tokenize_rendered(
+            [rendered[i] for i in with_rejected], [r for p in pairs if (r := p.rejected) is not None]
+        )
+        rejected: list[TokenizedSequence | None] = [None] * len(pairs)
+        for index, sequence in zip(with_rejected, tokenized, strict=True):
+            rejected[index] = sequence
         out: list[TokenizedPair] = []
         kept: list[int] = []
         for index, (good, bad) in enumerate(zip(chosen, rejected, strict=True)):
-            fitted_good, fitted_bad = self.truncate(good), self.truncate(bad)
-            if fitted_good is None or fitted_bad is None:
+            fitted_good = self.truncate(good)
+            fitted_bad = self.truncate(bad) if bad is not None else None
+            if fitted_good is None or (bad is not None and fitted_bad is None):
                 stats.skip(TOO_LONG)
                 continue
-            stats.truncated += int(fitted_good is not good) + int(fitted_bad is not bad)
+            stats.truncated += int(fitted_good is not good) + int(bad is not None and fitted_bad is not bad)
             out.append(TokenizedPair(fitted_good, fitted_bad, len(out)))
             kept.append(index)
         return out, kept

@@ -113,6 +113,13 @@ def _resolve(benchmarks: Sequence[str | BenchmarkSpec | BenchmarkData]) -> list[
     return loaded
 
 
+def grade_samples(samples: Sequence[str], gold: str, answer_format: str) -> tuple[list[str | None], list[bool]]:
+    """(extracted final answer, correct) of each generation of one problem: the grader of every evaluation."""
+    extracted = [extract_final_answer(text, answer_format) for text in samples]
+    verdicts = [answer is not None and answers_match(answer, gold) for answer in extracted]
+    return extracted, verdicts
+
+
 def _score_benchmark(
     data: BenchmarkData, prompts: list[str], completions: list[list[str]], tokens_per_second: float
 ) -> BenchmarkResult:
@@ -123,8 +130,7 @@ def _score_benchmark(
     no_answer = 0
     maj_hits = {k: 0 for k in k_values(n)} if n > 1 else {}
     for item, prompt, samples in zip(data.items, prompts, completions, strict=True):
-        extracted = [extract_final_answer(text, data.answer_format) for text in samples]
-        verdicts = [answer is not None and answers_match(answer, item.gold) for answer in extracted]
+        extracted, verdicts = grade_samples(samples, item.gold, data.answer_format)
         correct_counts.append(sum(verdicts))
         no_answer += sum(answer is None for answer in extracted)
         for k in maj_hits:

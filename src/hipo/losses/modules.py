@@ -11,6 +11,11 @@ keyed WITHOUT the ``train/`` / ``val/`` prefix (the LightningModule adds it):
 * KTO (``paired = False``; rows 0..N-1 examples, N..N+K-1 mismatched KL pairs): ``kto/kl``, ``rewards/desirable``,
   ``rewards/undesirable`` (mean beta * log-ratio of each class present in the batch); segment-level KTO reports
   ``kto/kl/<name>`` per term and HiPO's ``weight/<name>`` / ``term_loss/<name>``.
+* SFT (``responses_only = True``; rows 0..N-1 the chosen responses, no reference): ``nll/<name>`` per term.
+
+Every loss also reports ``nll``, the per-token mean NLL of the batch's chosen (desirable) responses
+(:mod:`hipo.losses.sft`); with ``nll_weight = α > 0`` a preference loss adds ``α · nll`` to its loss (RPO, TRL's
+``rpo_alpha``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from hipo.losses.hipo import hipo_loss
 from hipo.losses.kto import kto_loss
 from hipo.losses.metrics import pair_metrics
 from hipo.losses.segment_kto import segment_kto_loss
+from hipo.losses.sft import nll_loss
 from hipo.losses.types import LossOutput, SegmentLogps
 from hipo.losses.weights import SegmentWeights
 
@@ -39,13 +45,17 @@ class PreferenceLoss(nn.Module, ABC):
     """Base class of the loss modules, and the one interface the training loop and the app use (they never probe).
 
     Every subclass sets ``paired`` (class attribute) and ``beta``; ``weights`` is None unless the subclass assigns its
-    segment-weight submodule (HiPO). ``set_step`` is called by the training loop before every batch.
+    segment-weight submodule (HiPO). ``set_step`` is called by the training loop before every batch. A subclass
+    names the rows of its chosen responses (:meth:`chosen_logps`); :meth:`with_nll` adds the NLL term.
 
     Args:
         segment_names: the S named segments in column order (the last column of the log-probs is ``whole``).
+        nll_weight: α >= 0, the weight of the chosen responses' per-token mean NLL added to the loss (RPO).
 
     Attributes:
         paired: whether the loss consumes chosen/rejected pairs (else unpaired examples, as KTO).
+        responses_only: whether it consumes the chosen responses alone (SFT): no rejected side, no KL rows.
+        needs_reference: whether it reads the reference's log-probs (SFT does not: no reference is built or run).
         beta: inverse temperature of the implicit reward beta * (log pi - log pi_ref) (also the held-out metrics').
         weights: the ``SegmentWeights`` submodule fusing the S+1 terms, or None for a loss without segment weights.
         segment_names: the S named segments.
@@ -53,18 +63,23 @@ class PreferenceLoss(nn.Module, ABC):
     """
 
     paired: ClassVar[bool]
+    responses_only: ClassVar[bool] = False
+    needs_reference: ClassVar[bool] = True
     beta: float
     weights: SegmentWeights | None
 
-    def __init__(self, segment_names: Sequence[str]) -> None:
+    def __init__(self, segment_names: Sequence[str], nll_weight: float = 0.0) -> None:
         super().__init__()
         if isinstance(segment_names, str):
             raise ValueError(f"{type(self).__name__}: segment_names must be a list, not the string {segment_names!r}")
         names = [str(n) for n in segment_names]
         if len(set(names)) != len(names) or WHOLE in names or any(not n for n in names):
             raise ValueError(f"{type(self).__name__}: segment_names must be distinct, non-empty, not 'whole'; {names}")
+        if not 0.0 <= float(nll_weight) < float("inf"):
+            raise ValueError(f"{type(self).__name__}: nll_weight must be finite and >= 0; got {nll_weight!r}")
         self.segment_names = names
         self.term_names = [*names, WHOLE]
+        self.nll_weight = float(nll_weight)
         self.weights = None  # an instance attribute: a subclass's weight module replaces it as a registered submodule
 
     def set_step(self, step: int) -> None:
@@ -73,8 +88,14 @@ class PreferenceLoss(nn.Module, ABC):
         if self.weights is not None:
             self.weights.set_step(step)
 
-    def check_logps(self, policy: SegmentLogps, reference: SegmentLogps) -> None:
-        """Raises ValueError unless policy and reference sums/counts are all [N, S+1] with equal counts."""
+    def check_logps(self, policy: SegmentLogps, reference: SegmentLogps | None) -> SegmentLogps:
+        """``reference``, after checking that policy and reference sums/counts are all [N, S+1] with equal counts.
+
+        Raises:
+            ValueError: no reference, shapes that differ, or token counts that differ.
+        """
+        if reference is None:
+            raise ValueError(f"{type(self).__name__}: needs the reference's log-probs; got None")
         shapes = {
             "policy.sums": tuple(policy.sums.shape),
             "policy.counts": tuple(policy.counts.shape),
@@ -91,10 +112,27 @@ class PreferenceLoss(nn.Module, ABC):
                 f"{type(self).__name__}: policy and reference token counts differ (a stale reference cache or a "
                 "different tokenization?)"
             )
+        return reference
 
     @abstractmethod
-    def forward(self, policy: SegmentLogps, reference: SegmentLogps, batch: TokenBatch) -> LossOutput:
-        """The batch loss from the policy's and reference's per-segment log-probs [N, S+1]."""
+    def chosen_logps(self, policy: SegmentLogps, batch: TokenBatch) -> SegmentLogps:
+        """The rows of ``policy`` [N, S+1] that hold the batch's chosen (desirable) responses."""
+
+    def with_nll(self, out: LossOutput, policy: SegmentLogps, batch: TokenBatch) -> LossOutput:
+        """``out`` with the metric ``nll`` (per-token mean NLL of the chosen responses) and, when ``nll_weight`` > 0,
+        ``nll_weight * nll`` added to its loss. A batch without a chosen response adds nothing."""
+        chosen = self.chosen_logps(policy, batch)
+        if chosen.sums.shape[0] == 0 or int(chosen.counts[:, -1].sum()) == 0:
+            return out
+        nll = nll_loss(chosen.sums[:, -1], chosen.counts[:, -1]).loss
+        metrics = {**out.metrics, "nll": nll.detach()}
+        loss = out.loss + self.nll_weight * nll if self.nll_weight > 0 else out.loss
+        return LossOutput(loss=loss, per_example=out.per_example, metrics=metrics)
+
+    @abstractmethod
+    def forward(self, policy: SegmentLogps, reference: SegmentLogps | None, batch: TokenBatch) -> LossOutput:
+        """The batch loss from the policy's and reference's per-segment log-probs [N, S+1] (``reference`` is None
+        exactly for a loss that does not need one)."""
 
 
 def checked_weights(loss: PreferenceLoss, weights: SegmentWeights | None) -> SegmentWeights:
@@ -139,18 +177,24 @@ class PairedPreferenceLoss(PreferenceLoss):
         segment_names: the S named segments.
         variant: ``sigmoid`` | ``ipo`` | ``hinge`` | ``robust`` (see ``hipo.losses.dpo``).
         label_smoothing: cDPO eps (``sigmoid``) or flip rate (``robust``).
+        nll_weight: α, the weight of the chosen responses' NLL added to the loss (RPO; 0: none).
 
     Raises:
-        ValueError: bad segment names, then (``check_variant``) an unknown variant, a beta that is not positive and
-            finite, or a label smoothing outside the variant's range.
+        ValueError: bad segment names or NLL weight, then (``check_variant``) an unknown variant, a beta that is
+            not positive and finite, or a label smoothing outside the variant's range.
     """
 
     paired = True
 
     def __init__(
-        self, beta: float, segment_names: Sequence[str], variant: str = "sigmoid", label_smoothing: float = 0.0
+        self,
+        beta: float,
+        segment_names: Sequence[str],
+        variant: str = "sigmoid",
+        label_smoothing: float = 0.0,
+        nll_weight: float = 0.0,
     ) -> None:
-        super().__init__(segment_names)
+        super().__init__(segment_names, nll_weight)
         self.beta = float(beta)
         check_variant(variant, self.beta, label_smoothing)
         self.variant = variant
@@ -164,8 +208,11 @@ class PairedPreferenceLoss(PreferenceLoss):
         half = rows // 2
         return logps.rows(0, half), logps.rows(half, rows)
 
+    def chosen_logps(self, policy: SegmentLogps, batch: TokenBatch) -> SegmentLogps:
+        return self.split(policy)[0]
+
     def implicit_rewards(
-        self, policy: SegmentLogps, reference: SegmentLogps
+        self, policy: SegmentLogps, reference: SegmentLogps | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Implicit rewards beta * (log pi - log pi_ref) per pair and term, detached.
 
@@ -176,7 +223,7 @@ class PairedPreferenceLoss(PreferenceLoss):
         Returns:
             (chosen [B, S+1], rejected [B, S+1], mask [B, S+1] bool: term has a token on at least one side).
         """
-        self.check_logps(policy, reference)
+        reference = self.check_logps(policy, reference)
         chosen_pol, rejected_pol = self.split(policy)
         chosen_ref, rejected_ref = self.split(reference)
         chosen = self.beta * (chosen_pol.sums - chosen_ref.sums).detach()
@@ -193,6 +240,7 @@ class DPOLoss(PairedPreferenceLoss):
         variant: ``sigmoid`` | ``ipo`` | ``hinge`` | ``robust`` (see ``hipo.losses.dpo``).
         label_smoothing: cDPO eps (``sigmoid``) or flip rate (``robust``).
         segment_names: the S named segments (for the per-segment reward metrics); default Rq, Mt, Ra.
+        nll_weight: α, the weight of the chosen responses' NLL added to the loss (RPO; 0: none).
     """
 
     def __init__(
@@ -201,10 +249,12 @@ class DPOLoss(PairedPreferenceLoss):
         variant: str = "sigmoid",
         label_smoothing: float = 0.0,
         segment_names: Sequence[str] = DEFAULT_SEGMENTS,
+        nll_weight: float = 0.0,
     ) -> None:
-        super().__init__(beta, segment_names, variant, label_smoothing)
+        super().__init__(beta, segment_names, variant, label_smoothing, nll_weight)
 
-    def forward(self, policy: SegmentLogps, reference: SegmentLogps, batch: TokenBatch) -> LossOutput:
+    def forward(self, policy: SegmentLogps, reference: SegmentLogps | None, batch: TokenBatch) -> LossOutput:
+        reference = self.check_logps(policy, reference)
         chosen_rewards, rejected_rewards, mask = self.implicit_rewards(policy, reference)
         chosen_pol, rejected_pol = self.split(policy)
         chosen_ref, rejected_ref = self.split(reference)
@@ -218,7 +268,7 @@ class DPOLoss(PairedPreferenceLoss):
             label_smoothing=self.label_smoothing,
         )
         metrics = pair_metrics(chosen_rewards, rejected_rewards, mask, self.term_names)
-        return LossOutput(loss=out.losses.mean(), per_example=out.losses, metrics=metrics)
+        return self.with_nll(LossOutput(loss=out.losses.mean(), per_example=out.losses, metrics=metrics), policy, batch)
 
 
 class HiPOLoss(PairedPreferenceLoss):
@@ -230,6 +280,7 @@ class HiPOLoss(PairedPreferenceLoss):
         variant: per-term function (see ``hipo.losses.dpo``).
         label_smoothing: cDPO eps (``sigmoid``) or flip rate (``robust``).
         segment_names: the S named segments.
+        nll_weight: α, the weight of the chosen responses' NLL added to the loss (RPO; 0: none).
     """
 
     weights: SegmentWeights  # always set (validated): the base's ``SegmentWeights | None`` narrowed
@@ -241,12 +292,13 @@ class HiPOLoss(PairedPreferenceLoss):
         variant: str = "sigmoid",
         label_smoothing: float = 0.0,
         segment_names: Sequence[str] = DEFAULT_SEGMENTS,
+        nll_weight: float = 0.0,
     ) -> None:
-        super().__init__(beta, segment_names, variant, label_smoothing)
+        super().__init__(beta, segment_names, variant, label_smoothing, nll_weight)
         self.weights = checked_weights(self, weights)
 
-    def forward(self, policy: SegmentLogps, reference: SegmentLogps, batch: TokenBatch) -> LossOutput:
-        self.check_logps(policy, reference)
+    def forward(self, policy: SegmentLogps, reference: SegmentLogps | None, batch: TokenBatch) -> LossOutput:
+        reference = self.check_logps(policy, reference)
         chosen_pol, rejected_pol = self.split(policy)
         chosen_ref, rejected_ref = self.split(reference)
         weights = self.weights()
@@ -265,7 +317,7 @@ class HiPOLoss(PairedPreferenceLoss):
         loss = out.losses.mean() + self.weights.penalty()
         metrics = pair_metrics(out.chosen_rewards, out.rejected_rewards, out.term_mask, self.term_names)
         metrics.update(term_loss_metrics(self.term_names, weights, out.term_losses, out.term_mask))
-        return LossOutput(loss=loss, per_example=out.losses, metrics=metrics)
+        return self.with_nll(LossOutput(loss=loss, per_example=out.losses, metrics=metrics), policy, batch)
 
 
 class KTOLoss(PreferenceLoss):
@@ -276,6 +328,7 @@ class KTOLoss(PreferenceLoss):
         desirable_weight: w_d, the desirable examples' weight.
         undesirable_weight: w_u, the undesirable examples' weight.
         segment_names: the S named segments (only the whole column enters KTO).
+        nll_weight: α, the weight of the desirable responses' NLL added to the loss (0: none).
     """
 
     paired = False
@@ -286,8 +339,9 @@ class KTOLoss(PreferenceLoss):
         desirable_weight: float = 1.0,
         undesirable_weight: float = 1.0,
         segment_names: Sequence[str] = DEFAULT_SEGMENTS,
+        nll_weight: float = 0.0,
     ) -> None:
-        super().__init__(segment_names)
+        super().__init__(segment_names, nll_weight)
         name = type(self).__name__
         if not beta > 0:
             raise ValueError(f"{name}: beta must be positive; got {beta!r}")
@@ -297,8 +351,13 @@ class KTOLoss(PreferenceLoss):
         self.desirable_weight = float(desirable_weight)
         self.undesirable_weight = float(undesirable_weight)
 
-    def forward(self, policy: SegmentLogps, reference: SegmentLogps, batch: TokenBatch) -> LossOutput:
-        self.check_logps(policy, reference)
+    def chosen_logps(self, policy: SegmentLogps, batch: TokenBatch) -> SegmentLogps:
+        num_examples, desirable = unpaired_rows(self, policy, batch)
+        examples = policy.rows(0, num_examples)
+        return SegmentLogps(examples.sums[desirable], examples.counts[desirable])
+
+    def forward(self, policy: SegmentLogps, reference: SegmentLogps | None, batch: TokenBatch) -> LossOutput:
+        reference = self.check_logps(policy, reference)
         num_examples, desirable = unpaired_rows(self, policy, batch)
         out = kto_loss(
             policy.sums[:num_examples, -1],
@@ -311,7 +370,7 @@ class KTOLoss(PreferenceLoss):
             undesirable_weight=self.undesirable_weight,
         )
         metrics = {"kto/kl": out.kl, **class_reward_metrics(out.rewards, desirable)}
-        return LossOutput(loss=out.losses.mean(), per_example=out.losses, metrics=metrics)
+        return self.with_nll(LossOutput(loss=out.losses.mean(), per_example=out.losses, metrics=metrics), policy, batch)
 
 
 class SegmentKTOLoss(KTOLoss):
@@ -323,6 +382,7 @@ class SegmentKTOLoss(KTOLoss):
         weights: a ``SegmentWeights`` module with S+1 terms.
         desirable_weight: w_d; undesirable_weight: w_u.
         segment_names: the S named segments.
+        nll_weight: α, the weight of the desirable responses' NLL added to the loss (0: none).
     """
 
     weights: SegmentWeights
@@ -334,12 +394,13 @@ class SegmentKTOLoss(KTOLoss):
         desirable_weight: float = 1.0,
         undesirable_weight: float = 1.0,
         segment_names: Sequence[str] = DEFAULT_SEGMENTS,
+        nll_weight: float = 0.0,
     ) -> None:
-        super().__init__(beta, desirable_weight, undesirable_weight, segment_names)
+        super().__init__(beta, desirable_weight, undesirable_weight, segment_names, nll_weight)
         self.weights = checked_weights(self, weights)
 
-    def forward(self, policy: SegmentLogps, reference: SegmentLogps, batch: TokenBatch) -> LossOutput:
-        self.check_logps(policy, reference)
+    def forward(self, policy: SegmentLogps, reference: SegmentLogps | None, batch: TokenBatch) -> LossOutput:
+        reference = self.check_logps(policy, reference)
         n, desirable = unpaired_rows(self, policy, batch)
         weights = self.weights()
         out = segment_kto_loss(
@@ -358,7 +419,42 @@ class SegmentKTOLoss(KTOLoss):
         metrics = {f"kto/kl/{name}": out.kl[k] for k, name in enumerate(self.term_names)}
         metrics.update(class_reward_metrics(out.rewards[:, -1], desirable))
         metrics.update(term_loss_metrics(self.term_names, weights, out.term_losses, out.term_mask))
-        return LossOutput(loss=out.losses.mean() + self.weights.penalty(), per_example=out.losses, metrics=metrics)
+        out_loss = LossOutput(loss=out.losses.mean() + self.weights.penalty(), per_example=out.losses, metrics=metrics)
+        return self.with_nll(out_loss, policy, batch)
+
+
+class SFTLoss(PreferenceLoss):
+    """Supervised fine-tuning: the per-token mean NLL of the chosen responses (:func:`hipo.losses.sft.nll_loss`).
+
+    Consumes the chosen responses alone (``responses_only``; rows 0..N-1, no rejected side, no KL rows) and no
+    reference. Reports ``nll`` (the loss) and ``nll/<name>`` (the per-token mean NLL of each segment's tokens).
+
+    Args:
+        segment_names: the S named segments (for the per-segment NLL metrics).
+    """
+
+    paired = False
+    responses_only = True
+    needs_reference = False
+
+    def __init__(self, segment_names: Sequence[str] = DEFAULT_SEGMENTS) -> None:
+        super().__init__(segment_names)
+        self.beta = 1.0  # no implicit reward: SFT never computes one (nor the held-out preference metrics)
+
+    def chosen_logps(self, policy: SegmentLogps, batch: TokenBatch) -> SegmentLogps:
+        return policy
+
+    def forward(self, policy: SegmentLogps, reference: SegmentLogps | None, batch: TokenBatch) -> LossOutput:
+        if policy.sums.dim() != 2 or policy.sums.shape[1] != len(self.term_names):
+            raise ValueError(f"SFTLoss: expected [N, {len(self.term_names)}] log-probs; got {tuple(policy.sums.shape)}")
+        out = nll_loss(policy.sums[:, -1], policy.counts[:, -1])
+        metrics = {"nll": out.loss.detach()}
+        with torch.no_grad():
+            sums, counts = policy.sums.sum(0), policy.counts.sum(0)
+        for k, name in enumerate(self.segment_names):
+            if int(counts[k]) > 0:
+                metrics[f"nll/{name}"] = -sums[k] / counts[k]
+        return LossOutput(loss=out.loss, per_example=out.per_example, metrics=metrics)
 
 
 def unpaired_rows(loss: PreferenceLoss, policy: SegmentLogps, batch: TokenBatch) -> tuple[int, torch.Tensor]:

@@ -60,12 +60,13 @@ def pretokenized_dataset(pairs: list[TokenizedPair]) -> Any:
 
     rows = []
     for pair in pairs:
-        prompt_length = pair.chosen.prompt_length
+        chosen, rejected = pair.paired_sides()
+        prompt_length = chosen.prompt_length
         rows.append(
             {
-                "prompt_ids": pair.chosen.input_ids[:prompt_length].tolist(),
-                "chosen_ids": pair.chosen.input_ids[prompt_length:].tolist(),
-                "rejected_ids": pair.rejected.input_ids[pair.rejected.prompt_length :].tolist(),
+                "prompt_ids": chosen.input_ids[:prompt_length].tolist(),
+                "chosen_ids": chosen.input_ids[prompt_length:].tolist(),
+                "rejected_ids": rejected.input_ids[rejected.prompt_length :].tolist(),
             }
         )
     return Dataset.from_list(rows)

@@ -1,5 +1,5 @@
 """Held-out preference accuracy per segment, accumulated exactly over a whole validation set, and each pair's
-margins (the records ``hipo report`` tests over pairs)."""
+margins (the records ``hipo report`` tests over pairs); the held-out NLL of the chosen responses per segment."""
 
 from __future__ import annotations
 
@@ -107,3 +107,46 @@ class HeldOutPreferenceMetrics:
                 row = self.pair_margins[pair]
                 writer.writerow([pair, *("" if value != value else repr(value) for value in row)])
         return path
+
+
+class HeldOutNLL:
+    """Accumulates the per-token mean negative log-likelihood of held-out chosen responses, per segment and whole.
+
+    ``nll/<name>`` = −(Σ log-probs of the term's tokens) / (number of those tokens), over every response added: the
+    quantity SFT minimizes, and one a preference loss can drive up (the chosen responses' likelihood falling).
+    """
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = list(names)
+        self.reset()
+
+    def reset(self) -> None:
+        self.logp_sum = torch.zeros(len(self.names), dtype=torch.float64)
+        self.tokens = torch.zeros(len(self.names), dtype=torch.float64)
+
+    @torch.no_grad()
+    def update(self, chosen: SegmentLogps, valid: torch.Tensor | None = None) -> None:
+        """Adds chosen responses: sums/counts [N, S+1]; ``valid`` [N] bool leaves out padding rows."""
+        if chosen.sums.shape[1] != len(self.names):
+            raise ValueError(f"expected {len(self.names)} terms ({self.names}), got {chosen.sums.shape[1]}")
+        keep = valid.reshape(-1, 1).double().cpu() if valid is not None else 1.0
+        self.logp_sum += (chosen.sums.double().cpu() * keep).sum(0)
+        self.tokens += (chosen.counts.double().cpu() * keep).sum(0)
+
+    def all_reduce(self) -> None:
+        """Sums the accumulators over every rank of the default process group."""
+        import torch.distributed as dist
+
+        stacked = torch.stack([self.logp_sum, self.tokens])
+        reduced = stacked.to("cuda" if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(reduced)
+        self.logp_sum, self.tokens = reduced.cpu().unbind(0)
+
+    def compute(self) -> dict[str, float]:
+        """``nll/<name>`` and ``tokens/<name>`` for every term with tokens."""
+        out: dict[str, float] = {}
+        for i, name in enumerate(self.names):
+            if float(self.tokens[i]) > 0:
+                out[f"nll/{name}"] = -float(self.logp_sum[i]) / float(self.tokens[i])
+                out[f"tokens/{name}"] = float(self.tokens[i])
+        return out

@@ -1,9 +1,11 @@
 """The one LightningModule for every preference loss.
 
 It coordinates; it decides nothing about the loss. Per step it computes the policy's per-segment log-probs over all
-sequences of the batch in one forward pass, obtains the reference's (a live no-grad pass or the on-disk cache),
-calls the injected loss module and logs what the loss reports. Which loss, which weights, paired or unpaired data:
-all of it comes from config through ``_target_``.
+sequences of the batch in one forward pass, obtains the reference's (a live no-grad pass or the on-disk cache;
+none for a loss that needs none, such as SFT), calls the injected loss module and logs what the loss reports.
+Which loss, which weights, paired, unpaired or single-response data: all of it comes from config through
+``_target_``. Validation measures the held-out preference metrics (when the loss has a reference) and the held-out
+NLL of the chosen responses.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from hipo.data.batch import TokenBatch
 from hipo.losses.modules import PreferenceLoss
 from hipo.losses.types import LossOutput, SegmentLogps
 from hipo.models.logprobs import sequence_segment_logps
-from hipo.training.held_out import HeldOutPreferenceMetrics
+from hipo.training.held_out import HeldOutNLL, HeldOutPreferenceMetrics
 
 ReferenceFn = Callable[[TokenBatch], SegmentLogps]
 
@@ -33,7 +35,7 @@ class PreferenceModule(L.LightningModule):
         policy: the causal LM being trained (a PeftModel with LoRA).
         loss: a ``hipo.losses.modules.PreferenceLoss`` (DPO, HiPO, KTO, ...).
         reference: callable giving the reference's per-segment log-probs of a batch (no grad). It is held outside
-            the module's parameters: it is never trained nor checkpointed.
+            the module's parameters: it is never trained nor checkpointed. None for a loss that needs none.
         segment_names: the named segments, in order (the loss's metric names).
         optim: optimizer and schedule settings.
         logprob_chunk_size: rows per chunk of the selected-token log-prob computation.
@@ -47,7 +49,7 @@ class PreferenceModule(L.LightningModule):
         self,
         policy: nn.Module,
         loss: PreferenceLoss,
-        reference: ReferenceFn,
+        reference: ReferenceFn | None,
         segment_names: list[str],
         optim: OptimConfig,
         logprob_chunk_size: int = 1024,
@@ -55,6 +57,8 @@ class PreferenceModule(L.LightningModule):
         policy_starts_as_reference: bool = False,
     ) -> None:
         super().__init__()
+        if reference is None and loss.needs_reference:
+            raise ValueError(f"{type(loss).__name__} needs a reference; got none")
         self.policy = policy.train()  # from_pretrained returns eval mode; LoRA dropout must be active in training
         self.loss_fn = loss
         self._reference = reference
@@ -62,6 +66,7 @@ class PreferenceModule(L.LightningModule):
         self.optim = optim
         self.logprob_chunk_size = logprob_chunk_size
         self.held_out = HeldOutPreferenceMetrics([*self.segment_names, "whole"])
+        self.held_out_nll = HeldOutNLL([*self.segment_names, "whole"])
         self.held_out_results: list[dict[str, float]] = []
         self.held_out_steps: list[int] = []  # the optimizer step each entry of held_out_results was measured at
         # True while the policy provably equals the reference (fresh LoRA: B = 0); validation then skips the
@@ -78,12 +83,15 @@ class PreferenceModule(L.LightningModule):
 
     def reference_logps(self, batch: TokenBatch) -> SegmentLogps:
         """Per-segment log-prob sums of the reference, [num_sequences, S+1], never with grad."""
+        if self._reference is None:
+            raise RuntimeError(f"{type(self.loss_fn).__name__} was built without a reference")
         with torch.no_grad():
             return self._reference(batch).detach()
 
     def compute_loss(self, batch: TokenBatch) -> LossOutput:
-        """The loss of one batch: reference first (no grad), then the policy pass and the loss call."""
-        reference = self.reference_logps(batch)
+        """The loss of one batch: reference first (no grad; none when the loss needs none), then the policy pass and
+        the loss call."""
+        reference = self.reference_logps(batch) if self.loss_fn.needs_reference else None
         policy = self.policy_logps(batch)
         return self.loss_fn(policy, reference, batch)
 
@@ -101,8 +109,14 @@ class PreferenceModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self.held_out.reset()
+        self.held_out_nll.reset()
 
     def validation_step(self, batch: TokenBatch, batch_idx: int) -> None:
+        valid = batch.example_ids >= 0  # -1: shard padding
+        chosen_rows = int(batch.example_ids.numel())  # rows 0..B-1: the chosen responses (then, paired, rejected)
+        if not self.loss_fn.needs_reference:
+            self.held_out_nll.update(self.policy_logps(batch).rows(0, chosen_rows), valid)
+            return
         key = (batch_idx, *batch.example_ids.tolist())
         reference = self._val_reference.get(key)
         if reference is None or reference.sums.device != batch.input_ids.device:
@@ -110,13 +124,14 @@ class PreferenceModule(L.LightningModule):
             self._val_reference[key] = reference
         policy = reference if self.policy_equals_reference else self.policy_logps(batch)
         beta = self.loss_fn.beta
-        valid = batch.example_ids >= 0  # -1: shard padding
         self.held_out.update(policy, reference, beta=beta, valid=valid, pair_ids=batch.example_ids)
+        self.held_out_nll.update(policy.rows(0, chosen_rows), valid)
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.world_size > 1:  # each rank scored its shard: sum the exact accumulators
             self.held_out.all_reduce()
-        results = self.held_out.compute()
+            self.held_out_nll.all_reduce()
+        results = {**self.held_out.compute(), **self.held_out_nll.compute()}
         if self.trainer.sanity_checking:  # a partial pass over a few batches: not a measurement
             return
         self.held_out_results.append(results)

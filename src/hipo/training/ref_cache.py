@@ -243,7 +243,7 @@ class CachedReference:
 
 def pair_sequences(pairs: Iterable[TokenizedPair]) -> list[TokenizedSequence]:
     """Chosen and rejected sequences of ``pairs``."""
-    return [s for p in pairs for s in (p.chosen, p.rejected)]
+    return [s for p in pairs for s in p.paired_sides()]
 
 
 def load_or_compute(

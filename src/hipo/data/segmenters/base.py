@@ -12,6 +12,10 @@ raises :class:`SegmentationError`; :func:`segment_rows` then applies the configu
 
 Pairs with an empty (or whitespace-only) response are always skipped and counted as ``empty_response``.
 
+For a loss that scores chosen responses alone (SFT), :func:`segment_rows` reads the chosen side only
+(``responses_only=True``): the pairs it yields have ``rejected=None``, and a row that has a ``completion`` field
+but no ``chosen`` one (TRL's prompt-completion rows) is read as if ``completion`` were ``chosen``.
+
 Before segmenting, callers hand all rows to :meth:`Segmenter.prepare` (a no-op here): the ``llm`` segmenter uses it
 to decompose every response concurrently rather than one request at a time.
 """
@@ -29,6 +33,7 @@ from hipo.data.segmented import DEFAULT_SEGMENTS, SegmentedPair, SegmentedRespon
 
 FAILURE_POLICIES = ("skip", "single_segment", "error")
 SIDES = ("chosen", "rejected")
+COMPLETION_FIELD = "completion"  # the response column of prompt-completion rows (read as chosen, responses only)
 
 
 WHOLE_RESPONSE_COLUMNS = ("chosen", "rejected")
@@ -139,24 +144,29 @@ class Segmenter(ABC):
             raise DataError("empty prompt", location, self.prompt_field)
         return text
 
-    def segment_pair(self, row: Mapping[str, Any], location: RowLocation) -> SegmentedPair:
-        """The segmented pair of ``row`` (raises :class:`SegmentationError` / :class:`DataError`)."""
+    def segment_pair(
+        self, row: Mapping[str, Any], location: RowLocation, sides: Sequence[str] = SIDES
+    ) -> SegmentedPair:
+        """The segmented pair of ``row`` (raises :class:`SegmentationError` / :class:`DataError`); with
+        ``sides=("chosen",)`` the chosen response alone (``rejected=None``)."""
         return SegmentedPair(
             prompt=self.prompt(row, location),
             chosen=self.segment_response(row, "chosen", location),
-            rejected=self.segment_response(row, "rejected", location),
+            rejected=self.segment_response(row, "rejected", location) if "rejected" in sides else None,
             meta=self.meta(row, location),
         )
 
-    def fallback_pair(self, row: Mapping[str, Any], location: RowLocation) -> SegmentedPair:
-        """Both responses whole: one ``fallback_segment`` span each, or no span (whole-only)."""
-        responses = []
-        for side in SIDES:
+    def fallback_pair(
+        self, row: Mapping[str, Any], location: RowLocation, sides: Sequence[str] = SIDES
+    ) -> SegmentedPair:
+        """The responses of ``sides`` whole: one ``fallback_segment`` span each, or no span (whole-only)."""
+        responses: dict[str, SegmentedResponse] = {}
+        for side in sides:
             text = self.response_text(row, side, location)
             spans = () if self.fallback_segment is None else (strip_span(text, self.fallback_segment, 0, len(text)),)
-            responses.append(SegmentedResponse(text, spans))
+            responses[side] = SegmentedResponse(text, spans)
         meta = {**self.meta(row, location), "single_segment": True}
-        return SegmentedPair(self.prompt(row, location), responses[0], responses[1], meta)
+        return SegmentedPair(self.prompt(row, location), responses["chosen"], responses.get("rejected"), meta)
 
     def meta(self, row: Mapping[str, Any], location: RowLocation) -> dict[str, Any]:
         """Provenance: source, row and (when the row records it) the error segment."""
@@ -168,17 +178,32 @@ class Segmenter(ABC):
         return meta
 
 
+def completion_as_chosen(row: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``row`` with its ``completion`` as ``chosen`` when it has the first and not the second (else ``row``)."""
+    if COMPLETION_FIELD in row and "chosen" not in row:
+        return {**row, "chosen": row[COMPLETION_FIELD]}
+    return row
+
+
 def segment_rows(
-    rows: Iterable[tuple[RowLocation, Mapping[str, Any]]], segmenter: Segmenter, stats: DataStats
+    rows: Iterable[tuple[RowLocation, Mapping[str, Any]]],
+    segmenter: Segmenter,
+    stats: DataStats,
+    responses_only: bool = False,
 ) -> Iterator[SegmentedPair]:
-    """Segments each row under the segmenter's failure policy, counting rows, skips and fallbacks in ``stats``."""
-    for location, row in rows:
+    """Segments each row under the segmenter's failure policy, counting rows, skips and fallbacks in ``stats``.
+
+    ``responses_only``: the chosen response alone (``rejected=None``; see the module docstring).
+    """
+    sides = ("chosen",) if responses_only else SIDES
+    for location, raw in rows:
         stats.rows_read += 1
-        if any(not segmenter.response_text(row, side, location).strip() for side in SIDES):
+        row = completion_as_chosen(raw) if responses_only else raw
+        if any(not segmenter.response_text(row, side, location).strip() for side in sides):
             stats.skip(EMPTY_RESPONSE)
             continue
         try:
-            pair = segmenter.segment_pair(row, location)
+            pair = segmenter.segment_pair(row, location, sides)
         except SegmentationError:
             if segmenter.on_failure == "error":
                 raise
@@ -186,5 +211,5 @@ def segment_rows(
                 stats.skip(SEGMENTATION_FAILED)
                 continue
             stats.single_segment += 1
-            pair = segmenter.fallback_pair(row, location)
+            pair = segmenter.fallback_pair(row, location, sides)
         yield pair

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping
 
 from hipo.data.row_errors import RowLocation
 from hipo.data.sources.base import Row
-from hipo.data.synthetic.problems import generate_problems
+from hipo.data.synthetic.problems import LEVELS, generate_problems
 from hipo.data.synthetic.responses import (
     ERROR_SEGMENTS,
     StructuredResponse,
@@ -49,6 +49,7 @@ class SyntheticSource:
         error_weights: relative frequency of the error segment (default uniform over Rq, Mt, Ra).
         boxed_fraction: share of responses whose answer is written ``\\boxed{N}``.
         mt_error_answer: what Ra states after an Mt slip: 'gold' | 'propagated' | 'contradicting' (see ``responses``).
+        level: the problems' level, 'multi_step' (2-4 steps) | 'one_step' (see ``hipo.data.synthetic.problems``).
     """
 
     def __init__(
@@ -60,6 +61,7 @@ class SyntheticSource:
         error_weights: Mapping[str, float] | None = None,
         boxed_fraction: float = 0.5,
         mt_error_answer: str = "gold",
+        level: str = "multi_step",
     ) -> None:
         if format not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
@@ -68,6 +70,8 @@ class SyntheticSource:
         if unknown or sum(weights.values()) <= 0 or min(weights.values()) < 0:
             raise ValueError(f"error_weights must be non-negative over {ERROR_SEGMENTS} with a positive sum: {weights}")
         check_mt_error_answer(mt_error_answer)  # at construction: a config typo fails before any row
+        if level not in LEVELS:
+            raise ValueError(f"level must be one of {list(LEVELS)}, got {level!r}")
         self.num_pairs = num_pairs
         self.seed = seed
         self.split = split
@@ -75,12 +79,13 @@ class SyntheticSource:
         self.error_weights = {name: float(weights.get(name, 0.0)) for name in ERROR_SEGMENTS}
         self.boxed_fraction = boxed_fraction
         self.mt_error_answer = mt_error_answer
-        self.name = f"synthetic-{split}-{seed}"
+        self.level = level
+        self.name = f"synthetic-{split}-{seed}" + ("" if level == "multi_step" else f"-{level}")
 
     def rows(self) -> Iterator[tuple[RowLocation, Row]]:
         rng = random.Random(f"hipo-synthetic-responses:{self.seed}:{self.split}")
         segments, weights = list(self.error_weights), list(self.error_weights.values())
-        for index, problem in enumerate(generate_problems(self.num_pairs, self.seed, self.split)):
+        for index, problem in enumerate(generate_problems(self.num_pairs, self.seed, self.split, self.level)):
             error_segment = rng.choices(segments, weights)[0]
             boxed = rng.random() < self.boxed_fraction
             good = preferred_response(problem, boxed)
