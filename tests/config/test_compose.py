@@ -162,6 +162,10 @@ METHOD_PRESETS = [  # (preset, loss class, weights class)
     ("hipo_mt_only", "HiPOLoss", "FixedWeights"),
     ("hipo_learned_fast", "HiPOLoss", "UncertaintyWeights"),
     ("dpo_beta0.2_replica", "DPOLoss", None),
+    ("sft", "SFTLoss", None),
+    ("dpo_nll", "DPOLoss", None),
+    ("hipo_nll", "HiPOLoss", "FixedWeights"),
+    ("hipo_learned_nll", "HiPOLoss", "UncertaintyWeights"),
 ]
 
 
@@ -176,6 +180,16 @@ def test_method_presets_select_loss_and_weights(method: str, loss_target: str, w
     assert cfg.loss._target_.endswith(loss_target)
     assert (cfg.loss.get("weights") or {}).get("_target_", "").endswith(weights_target or "")
     assert cfg.method
+
+
+@pytest.mark.slow  # two compositions
+def test_the_nll_presets_are_their_methods_plus_the_nll_term() -> None:
+    for preset, base in (("dpo_nll", "dpo"), ("hipo_nll", "hipo"), ("hipo_learned_nll", "hipo_learned")):
+        with_nll = OmegaConf.to_container(_compose([f"method={preset}"]), resolve=False)
+        plain = OmegaConf.to_container(_compose([f"method={base}"]), resolve=False)
+        assert isinstance(with_nll, dict) and isinstance(plain, dict)
+        assert with_nll["loss"].pop("nll_weight") == 1.0 and plain["loss"].pop("nll_weight") == 0.0
+        assert with_nll.pop("method") == f"{plain.pop('method')}-nll" and with_nll == plain
 
 
 @pytest.mark.slow  # two compositions

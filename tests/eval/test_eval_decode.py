@@ -108,6 +108,40 @@ def test_sampling_n_shapes_and_top_p_limit(ended, smollm2_tokenizer) -> None:
     assert narrow.completions == [[text] * 3 for text in greedy]
 
 
+def test_k_samples_share_one_prefill_with_the_logits_of_k_independent_prefills(model, smollm2_tokenizer) -> None:
+    """n = K samples of a prompt prefill it once ([1, L] tokens) and repeat its cache K times; the same prompt given K
+    times with n = 1 is prefilled K times ([K, L]). Every step's logits agree row for row, so do the samples."""
+    k, prompt = 4, smollm2_tokenizer(questions(3)[2], add_special_tokens=False)["input_ids"]
+    fp64 = copy.deepcopy(model).double()
+    seen: list[tuple[tuple[int, ...], torch.Tensor]] = []
+    hook = fp64.register_forward_hook(
+        lambda _, args, kwargs, out: seen.append((tuple(kwargs["input_ids"].shape), out.logits[:, -1].clone())),
+        with_kwargs=True,
+    )
+    common = {
+        "max_new_tokens": 12,
+        "slots": k,
+        "stop_ids": frozenset({EOS}),
+        "do_sample": True,
+        "seed": 5,
+        "pad_id": EOS,
+    }
+    try:
+        with torch.no_grad():
+            shared = decode(fp64, [prompt], [0], DecodeSettings(n=k, **common))
+            shared_calls, seen[:] = list(seen), []
+            independent = decode(fp64, [prompt] * k, list(range(k)), DecodeSettings(n=1, **common))
+    finally:
+        hook.remove()
+    assert shared_calls[0][0] == (1, len(prompt)) and seen[0][0] == (k, len(prompt))  # one prefill row against K
+    assert len(shared_calls) == len(seen)
+    torch.testing.assert_close(shared_calls[0][1].expand(k, -1), seen[0][1], rtol=0, atol=1e-9)
+    for (shape, ours), (other_shape, theirs) in zip(shared_calls[1:], seen[1:], strict=True):
+        assert shape == other_shape
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-9)
+    assert shared[0] == [row[0] for row in independent] and len(set(map(tuple, shared[0]))) > 1
+
+
 def test_choose_tokens_samples_the_nucleus_with_the_tempered_probabilities() -> None:
     """logits log(0.5, 0.3, 0.15, 0.05): top_p=0.7 keeps {0, 1} renormalized (0.625, 0.375); T=2 flattens."""
     logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log().expand(20000, 4)

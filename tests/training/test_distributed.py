@@ -74,7 +74,37 @@ def test_ddp_over_two_processes_equals_one_process_with_twice_the_batch(
             assert ddp_run.data.metrics[key] == pytest.approx(single_run.data.metrics[key], **tolerance), key
             pairs = f"{when}/pairs/{term}"
             assert ddp_run.data.metrics[pairs] == single_run.data.metrics[pairs] == 8.0
+            nll, tokens = f"{when}/nll/{term}", f"{when}/tokens/{term}"  # the chosen responses' NLL, all-reduced too
+            assert ddp_run.data.metrics[nll] == pytest.approx(single_run.data.metrics[nll], **tolerance), nll
+            assert ddp_run.data.metrics[tokens] == single_run.data.metrics[tokens] > 0
     assert MlflowClient(mlflow_uri).get_run(ddp_run.info.run_id).data.tags["hipo.method"] == "hipo"
+
+
+def test_sft_over_two_processes_equals_one_process_with_twice_the_batch(
+    tmp_path: Path, mlflow_uri: str, isolated_data_cache: Path
+) -> None:
+    """SFT's single-response batches shard and all-reduce like pairs: the same weights and held-out NLL."""
+    sft = ["method=sft", "data.source.format=tags", "data.val_source.format=tags", "segmenter=tags"]
+    common = [*TINY_TRAIN, *sft, "trainer.max_steps=2", "trainer.checkpoint_every_n_steps=0", "seed=3"]
+    common.append(f"logger.tracking_uri={mlflow_uri}")
+    ddp = run_hipo(
+        ["train", *common, *DDP, "data.batch_size=2", "logger.experiment_name=ddp", f"output_dir={tmp_path / 'ddp'}"],
+        tmp_path,
+        isolated_data_cache,
+    )
+    assert ddp.returncode == 0, ddp.stderr[-4000:]
+    single = run_hipo(
+        ["train", *common, "data.batch_size=4", "logger.experiment_name=one", f"output_dir={tmp_path / 'one'}"],
+        tmp_path,
+        isolated_data_cache,
+    )
+    assert single.returncode == 0, single.stderr[-4000:]
+    ddp_weights, single_weights = final_weights(tmp_path / "ddp"), final_weights(tmp_path / "one")
+    for name, value in single_weights.items():
+        torch.testing.assert_close(ddp_weights[name], value, atol=2e-5, rtol=0, msg=name)
+    (ddp_run,), (single_run,) = runs_of(mlflow_uri, "ddp"), runs_of(mlflow_uri, "one")
+    for key in ("val_before/nll/whole", "val_after/nll/Mt", "val_after/tokens/whole"):
+        assert ddp_run.data.metrics[key] == pytest.approx(single_run.data.metrics[key], rel=1e-4), key
 
 
 def test_a_signal_to_one_rank_stops_both_at_the_same_step_with_one_checkpoint(

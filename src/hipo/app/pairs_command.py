@@ -40,6 +40,7 @@ from hipo.onpolicy.samples import ProblemSamples, SampleFile, SamplingProgress, 
 from hipo.onpolicy.segmentation import SegmentationCounts, usable_samples
 from hipo.onpolicy.selection import SelectionCounts, check_selection, pair_rows
 from hipo.tracking.run import git_commit, tracked_run
+from hipo.training.preemption import StopRequests
 
 SAMPLES_SUFFIX = ".samples.jsonl"
 _FULL_DIGEST_BYTES = 256 * 2**20  # larger weight files are identified by size and modification time
@@ -167,7 +168,16 @@ def write_jsonl_atomically(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def pairs_command(cfg: DictConfig) -> dict[str, Any]:
-    """`hipo pairs` (see the module docstring). Returns the run id, the metrics and the paths written."""
+    """`hipo pairs` (see the module docstring). Returns the run id, the metrics and the paths written.
+
+    A stop signal (SIGTERM, SIGUSR1, Ctrl+C) ends the job at once: its run is KILLED, the finished chunks stay in
+    the samples file, and the exit code is 128 + the signal; rerun, it resumes.
+    """
+    with StopRequests().installed():
+        return _pairs(cfg)
+
+
+def _pairs(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     generation = _check_settings(cfg)
     with config_errors("segmenter"):

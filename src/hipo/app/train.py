@@ -165,12 +165,13 @@ def _run(
             _log_job_inputs(cfg, job, run_id)
         logger = _lightning_logger(cfg, run_id, continue_run)
         trainer = build_trainer(cfg, logger, job.devices_per_node)  # its stop callback reads `requests`
-        val_before = _held_out_before(cfg, trainer, module, job, run_id, continue_run)
+        held_out = bool(job.datamodule.stats.val_pairs)  # a split may leave none (val_fraction=0, one prompt)
+        val_before = _held_out_before(cfg, trainer, module, job, run_id, continue_run) if held_out else {}
         with requests.deferred():
             trainer.fit(module, datamodule=job.datamodule, ckpt_path=str(job.checkpoint) if job.checkpoint else None)
-        if not module.held_out_steps or module.held_out_steps[-1] != trainer.global_step:
+        if held_out and (not module.held_out_steps or module.held_out_steps[-1] != trainer.global_step):
             trainer.validate(module, datamodule=job.datamodule, verbose=False)  # else fit's last one is current
-        val_after = module.held_out_results[-1]
+        val_after = module.held_out_results[-1] if held_out else {}
         result: dict[str, Any] = {"run_id": run_id, "val_before": val_before, "val_after": val_after}
         result["output_dir"] = str(output_dir)
         if process.is_main:
@@ -313,10 +314,12 @@ def _finish(
     names = [*cfg.segments, "whole"]
     needs_reference = bool(job.loss.needs_reference)
     table = (format_held_out_table if needs_reference else format_nll_table)(val_before, val_after, names)
+    if not val_after:
+        table = "no held-out pairs: the data's split left none, so nothing was measured before or after training"
     print(table)
     (job.output_dir / "held_out.md").write_text(table + "\n")
     mlflow.log_text(table, "held_out.md", run_id=run_id)
-    if needs_reference:  # each held-out pair's margins (a loss without a reference has none)
+    if needs_reference and val_after:  # each held-out pair's margins (a loss without a reference has none)
         pairs = module.held_out.write_pairs(job.output_dir / HELD_OUT_PAIRS)
         mlflow.log_artifact(str(pairs), Path(HELD_OUT_PAIRS).parent.as_posix(), run_id=run_id)
     print(f"MLflow run id: {run_id}  (experiment {cfg.logger.experiment_name!r}, store {cfg.logger.tracking_uri})")

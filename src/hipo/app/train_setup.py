@@ -77,6 +77,13 @@ def prepare_job(cfg: DictConfig) -> TrainingJob:
             cfg, tokenizer, paired=bool(loss.paired), responses_only=bool(loss.responses_only)
         )
     datamodule.setup("fit")  # bad rows raise DataError here
+    if not datamodule.stats.val_pairs:
+        log.warning(
+            "no held-out pairs: %s leaves none for validation (data.val_fraction=%s, split by prompt); training runs "
+            "without held-out metrics",
+            datamodule.source.name,
+            cfg.data.get("val_fraction"),
+        )
     checkpoint = _resume_checkpoint(resume, output_dir)
     return TrainingJob(loss, datamodule, benchmarks, output_dir, resume, checkpoint, devices_per_node)
 

@@ -262,6 +262,26 @@ class EvaluateConfig:
 
 
 @dataclass
+class IterateConfig:
+    """Rounds of ``hipo iterate experiment=NAME`` (:mod:`hipo.app.iterate_command`), set in the experiment.
+
+    Attributes:
+        rounds: how many (pairs from policy r -> train policy r + 1) rounds.
+        start: round 0's policy, a `hipo train` output's ``final/`` adapter (e.g. the SFT run); null: the base model.
+        reference: ``previous`` (each round's reference is the policy it starts from, as iterative DPO) or
+            ``start`` (every round against the start policy).
+        pairs: overrides of every round's ``hipo pairs`` (problems, num_samples, selection, generation, segmenter).
+        train: overrides of every round's ``hipo train`` (after the experiment: method, steps, segmenter).
+    """
+
+    rounds: int = 2
+    start: str | None = None
+    reference: str = "previous"
+    pairs: list[str] = field(default_factory=list)
+    train: list[str] = field(default_factory=list)
+
+
+@dataclass
 class RunConfig:
     """The root of ``hipo train`` / ``hipo segment`` / ``hipo pipeline`` configs (``conf/config.yaml``).
 
@@ -290,6 +310,7 @@ class RunConfig:
     num_examples: int = 5  # `hipo segment`: how many pairs to show
     objective: str | None = None  # a final metric (e.g. val_after/rewards/accuracy/whole) returned to a sweeper
     tune: dict[str, Any] = field(default_factory=dict)  # free variables for sweepers, interpolated by other keys
+    iterate: IterateConfig = field(default_factory=IterateConfig)  # `hipo iterate`: the experiment's rounds
 
 
 @dataclass

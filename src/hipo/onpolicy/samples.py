@@ -165,7 +165,7 @@ def sample_problems(
     chunk_size: int,
     store: SampleFile,
     done: dict[str, ProblemSamples],
-    report: Callable[[str], None] = print,
+    report: Callable[[str], None] = lambda line: print(line, flush=True),
 ) -> tuple[list[ProblemSamples], SamplingProgress]:
     """Samples ``config.n`` generations for every problem not in ``done``, chunk by chunk (see the module docstring).
 
