@@ -4,6 +4,7 @@ order and with which overrides, and how a failed step ends it. (The real pipelin
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,8 @@ from typing import Any
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from hipo.app import pipeline
-from hipo.errors import ConfigError
+from hipo.app import child_steps, pipeline
+from hipo.errors import ConfigError, JobInterrupted
 
 TRACKING = "logger.tracking_uri=sqlite:///runs.db"
 OVERRIDES = ["experiment=demo", "method=dpo,hipo", TRACKING, "hydra.run.dir=/elsewhere", "output_dir=/elsewhere/out"]
@@ -31,9 +32,25 @@ class Steps:
         self.done.append(("prepare", cfg))
         return {"pairs": 3}
 
-    def call(self, argv: list[str]) -> int:
+    def popen(self, argv: list[str], **kwargs: Any) -> _Child:
         self.done.append(argv)
-        return self.exits.get(argv[3], 0)
+        return _Child(self.exits.get(argv[3], 0))
+
+
+class _Child:
+    """A finished child process with an exit code; ``interrupt`` makes its first ``wait`` raise a stop."""
+
+    def __init__(self, code: int, interrupt: BaseException | None = None) -> None:
+        self.code, self.interrupt, self.signals, self.waits = code, interrupt, [], 0
+
+    def wait(self) -> int:
+        self.waits += 1
+        if self.interrupt is not None and self.waits == 1:
+            raise self.interrupt
+        return self.code
+
+    def send_signal(self, signum: int) -> None:
+        self.signals.append(signum)
 
 
 @pytest.fixture
@@ -41,7 +58,7 @@ def steps(monkeypatch: pytest.MonkeyPatch) -> Steps:
     steps = Steps()
     monkeypatch.setattr(pipeline, "_task_overrides", lambda: list(OVERRIDES))
     monkeypatch.setattr(pipeline, "prepare_once", steps.prepare)
-    monkeypatch.setattr(pipeline.subprocess, "call", steps.call)
+    monkeypatch.setattr(child_steps.subprocess, "Popen", steps.popen)
     return steps
 
 
@@ -78,3 +95,14 @@ def test_without_an_experiment_nothing_runs(tmp_path: Path, steps: Steps) -> Non
     with pytest.raises(ConfigError, match="experiment=NAME"):
         pipeline.pipeline_command(_cfg(tmp_path, experiment=None))
     assert steps.done == []
+
+
+@pytest.mark.parametrize(
+    ("stop", "forwarded"), [(JobInterrupted(signal.SIGTERM), signal.SIGTERM), (KeyboardInterrupt(), signal.SIGINT)]
+)
+def test_a_stop_while_a_step_runs_is_passed_on_once_and_waited_for(monkeypatch, stop, forwarded) -> None:
+    child = _Child(143, interrupt=stop)
+    monkeypatch.setattr(child_steps.subprocess, "Popen", lambda argv, **kwargs: child)
+    with pytest.raises(type(stop)):
+        child_steps.run_step("iterate", "round 0 train", ["train"])
+    assert child.signals == [forwarded] and child.waits == 2  # the step stopped before this command did

@@ -9,6 +9,7 @@ import pytest
 from omegaconf import DictConfig
 
 from hipo.config.compose import compose_config
+from hipo.training.module import PreferenceModule
 
 TINY_RUN = [
     "model=tiny",
@@ -42,3 +43,20 @@ def tiny_cfg(tmp_path: Path, mlflow_uri: str, isolated_data_cache: Path) -> Call
         )
 
     return make
+
+
+@pytest.fixture
+def crash_at_step(monkeypatch: pytest.MonkeyPatch) -> Callable[[int | None], None]:
+    """``crash_at_step(n)``: a training step raises ``RuntimeError("simulated crash")`` when global step ``n``
+    begins (before it changes anything); ``crash_at_step(None)`` trains normally again."""
+    original = PreferenceModule.training_step
+
+    def arm(step: int | None) -> None:
+        def crashing(self: PreferenceModule, batch, batch_idx: int):  # noqa: ANN001, ANN202
+            if self.global_step == step:
+                raise RuntimeError("simulated crash")
+            return original(self, batch, batch_idx)
+
+        monkeypatch.setattr(PreferenceModule, "training_step", original if step is None else crashing)
+
+    return arm

@@ -18,7 +18,6 @@ from hipo.app import train as train_app
 from hipo.data.row_errors import DataError
 from hipo.losses.modules import SFTLoss
 from hipo.models.logprobs import sequence_segment_logps
-from hipo.training.module import PreferenceModule
 
 pytestmark = pytest.mark.slow  # tiny-model `hipo train` runs into a fresh MLflow store
 
@@ -85,23 +84,16 @@ def test_sft_reads_prompt_completion_rows(tiny_cfg: Callable[..., DictConfig], t
 
 
 def test_a_crashed_sft_run_resumes_where_an_uninterrupted_one_ends(
-    tiny_cfg: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    tiny_cfg: Callable[..., DictConfig], crash_at_step: Callable[[int | None], None], tmp_path: Path
 ) -> None:
     common = [*SFT, "model.lora.enabled=true", "model.lora.r=4", "model.lora.dropout=0.1", "trainer.max_steps=4"]
     common.append("trainer.checkpoint_every_n_steps=2")
     reference = train_app.train(tiny_cfg(*common, f"output_dir={tmp_path / 'straight'}", "logger.experiment_name=a"))
-    original = PreferenceModule.training_step
-
-    def crash_at_step_3(self: PreferenceModule, batch, batch_idx: int):  # noqa: ANN001, ANN202
-        if self.global_step == 3:
-            raise RuntimeError("simulated crash")
-        return original(self, batch, batch_idx)
-
-    monkeypatch.setattr(PreferenceModule, "training_step", crash_at_step_3)
+    crash_at_step(3)
     crashed = [*common, f"output_dir={tmp_path / 'crashed'}", "logger.experiment_name=b"]
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_app.train(tiny_cfg(*crashed))
-    monkeypatch.setattr(PreferenceModule, "training_step", original)
+    crash_at_step(None)
     resumed = train_app.train(tiny_cfg(*crashed, "resume=auto"))
     want = load_file(Path(reference["output_dir"]) / "final" / "adapter_model.safetensors")
     got = load_file(Path(resumed["output_dir"]) / "final" / "adapter_model.safetensors")

@@ -128,7 +128,7 @@ def test_malformed_data_fails_before_any_run_exists(tiny_cfg: Callable[..., Dict
 
 
 def test_a_crash_leaves_a_failed_run_and_a_checkpoint_that_resumes(
-    tiny_cfg: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch
+    tiny_cfg: Callable[..., DictConfig], crash_at_step: Callable[[int | None], None]
 ) -> None:
     cfg = tiny_cfg("trainer.max_steps=4", "trainer.checkpoint_every_n_steps=2")
     reference = train_app.train(cfg)  # the same run without a crash, for the end state
@@ -138,14 +138,7 @@ def test_a_crash_leaves_a_failed_run_and_a_checkpoint_that_resumes(
     shutil.rmtree(reference["output_dir"])
     MlflowClient(cfg.logger.tracking_uri).delete_experiment(_runs(cfg)[0].info.experiment_id)
     cfg = tiny_cfg("trainer.max_steps=4", "trainer.checkpoint_every_n_steps=2", "logger.experiment_name=crash")
-    original = PreferenceModule.training_step
-
-    def crash_at_step_3(self: PreferenceModule, batch, batch_idx: int):  # noqa: ANN001, ANN202
-        if self.global_step == 3:
-            raise RuntimeError("simulated crash")
-        return original(self, batch, batch_idx)
-
-    monkeypatch.setattr(PreferenceModule, "training_step", crash_at_step_3)
+    crash_at_step(3)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_app.train(cfg)
     (failed,) = _runs(cfg)
@@ -157,7 +150,7 @@ def test_a_crash_leaves_a_failed_run_and_a_checkpoint_that_resumes(
     checkpoint = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=False)
     assert checkpoint["global_step"] == 3  # the crash came before step 4 changed anything: a consistent state
 
-    monkeypatch.setattr(PreferenceModule, "training_step", original)
+    crash_at_step(None)
     resumed_cfg = tiny_cfg("trainer.max_steps=4", "trainer.checkpoint_every_n_steps=2", "resume=auto")
     result = train_app.train(resumed_cfg)
     (run,) = _runs(cfg)  # the resumed job continues the crashed job's run

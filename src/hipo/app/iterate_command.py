@@ -18,16 +18,14 @@ samples file, ``hipo train`` from its last checkpoint with ``resume=auto``).
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from hipo.app.child_steps import run_step
 from hipo.app.train import resolved_config
-from hipo.errors import ConfigError, JobInterrupted
+from hipo.errors import ConfigError
 from hipo.tracking.run import git_commit, tracked_run
 from hipo.tracking.run_record import RunRecord, run_to_continue, write_run_record
 from hipo.training.preemption import StopRequests
@@ -98,29 +96,6 @@ def train_argv(
     return argv
 
 
-def _run_step(name: str, argv: list[str]) -> float:
-    """Runs one `hipo` step as a child process (its output streams through); raises SystemExit when it fails.
-
-    A stop signal to this process is passed on to the step, once, which stops as it would alone (training at the
-    end of its step, with a checkpoint), and this command waits for it before it stops too. The step runs in its own
-    session, so that a Ctrl+C at the terminal reaches it through this command only (twice would stop it at once).
-    """
-    print(f"\n=== hipo iterate: {name}: hipo {' '.join(argv)}", flush=True)
-    started = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "hipo.cli", *argv], start_new_session=True)
-    try:
-        code = child.wait()
-    except JobInterrupted as stop:
-        child.send_signal(stop.signum)
-        child.wait()
-        raise
-    seconds = time.perf_counter() - started
-    if code != 0:
-        print(f"hipo iterate: step {name} failed (exit {code}) after {seconds:.0f} s", file=sys.stderr)
-        raise SystemExit(code)
-    return seconds
-
-
 def iterate_command(cfg: DictConfig) -> dict[str, Any]:
     """Runs the experiment's rounds (see the module docstring); returns each round's outputs and step times."""
     with StopRequests().installed():
@@ -151,13 +126,12 @@ def _iterate(cfg: DictConfig) -> dict[str, Any]:
             pairs, train_dir = round_paths(output_dir, round_index)
             timings: dict[str, float] = {}
             if not pairs.is_file():
-                timings["pairs_s"] = _run_step(
-                    f"round {round_index} pairs", pairs_argv(cfg, round_index, policy, pairs, parent)
-                )
+                argv = pairs_argv(cfg, round_index, policy, pairs, parent)
+                timings["pairs_s"] = run_step("iterate", f"round {round_index} pairs", argv)
             final = train_dir / "final"
             if not (final / "hipo.json").is_file():
                 argv = train_argv(cfg, round_index, policy, start, pairs, parent)
-                timings["train_s"] = _run_step(f"round {round_index} train", argv)
+                timings["train_s"] = run_step("iterate", f"round {round_index} train", argv)
             mlflow.log_metrics({f"iterate/round{round_index}/{k}": v for k, v in timings.items()}, run_id=parent)
             rounds.append({"pairs": str(pairs), "policy": str(final), **timings})
             policy = final

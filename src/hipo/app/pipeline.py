@@ -17,14 +17,13 @@ commands inherit it, and no key is ever passed as an argument.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
+from hipo.app.child_steps import run_step
 from hipo.errors import ConfigError
 
 # overrides that only the training sweep understands are not passed to `hipo report`
@@ -49,18 +48,6 @@ def prepare_once(cfg: DictConfig) -> dict[str, Any]:
     return datamodule.stats.as_dict()
 
 
-def _run_step(name: str, argv: list[str]) -> float:
-    """Runs one `hipo` step as a child process (its output streams through); raises SystemExit when it fails."""
-    print(f"\n=== hipo pipeline: {name}: hipo {' '.join(argv)}", flush=True)
-    started = time.perf_counter()
-    code = subprocess.call([sys.executable, "-m", "hipo.cli", *argv])
-    seconds = time.perf_counter() - started
-    if code != 0:
-        print(f"hipo pipeline: step {name} failed (exit {code}) after {seconds:.0f} s", file=sys.stderr)
-        raise SystemExit(code)
-    return seconds
-
-
 def pipeline_command(cfg: DictConfig) -> dict[str, Any]:
     """Runs prepare -> train (+ evaluation and judge) -> report; see the module docstring."""
     if not cfg.get("experiment"):
@@ -75,9 +62,9 @@ def pipeline_command(cfg: DictConfig) -> dict[str, Any]:
     stats = prepare_once(cfg)
     timings["prepare_s"] = time.perf_counter() - started
     print(f"prepared: {stats}", flush=True)
-    timings["train_s"] = _run_step("train", ["train", "-m", *overrides])
+    timings["train_s"] = run_step("pipeline", "train", ["train", "-m", *overrides])
     report_args = [f"experiment={cfg.experiment}", f"out_dir={out_dir / 'report'}"]
     report_args += [o for o in overrides if o.startswith(_REPORT_PREFIXES)]
-    timings["report_s"] = _run_step("report", ["report", *report_args])
+    timings["report_s"] = run_step("pipeline", "report", ["report", *report_args])
     print(f"\nhipo pipeline: done in {time.perf_counter() - started:.0f} s {timings}; report in {out_dir / 'report'}")
     return {"stats": stats, "timings": timings, "report_dir": str(out_dir / "report")}
