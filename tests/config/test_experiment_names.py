@@ -22,6 +22,9 @@ NAMES = {
     "control_positive": ("control_positive", "control_positive"),
     "control_saturation": ("control_saturation", "control_saturation"),
     "demo": ("demo", "demo"),
+    "iterate_smoke": ("iterate_smoke", "iterate_smoke"),
+    "onpolicy_cpu": ("onpolicy_cpu", "onpolicy_cpu"),
+    "onpolicy_sft": ("onpolicy_sft", "onpolicy_sft"),
     "paper_llama3.1_8b": ("paper_llama3.1_8b", "paper_llama3.1_8b"),
     "paper_qwen2.5_7b": ("paper_qwen2.5_7b", "paper_qwen2.5_7b"),
     "pipeline_smoke": ("pipeline_smoke", "pipeline_smoke"),
@@ -50,6 +53,19 @@ def test_control_saturation_runs_every_method_at_one_beta_on_its_two_answer_mode
     cfg = compose_config(["experiment=control_saturation", f"method={method}"])
     assert cfg.loss.beta == 0.5
     assert (cfg.data.source.mt_error_answer, cfg.data.val_source.mt_error_answer) == ("contradicting", "propagated")
+
+
+@pytest.mark.slow  # a composition per method
+@pytest.mark.parametrize("method", ["dpo", "dpo_nll", "hipo", "hipo_nll", "hipo_learned", "hipo_learned_nll"])
+def test_onpolicy_cpu_runs_every_arm_at_one_beta_from_the_sft_adapter(method: str) -> None:
+    """Every arm of the on-policy study at beta 0.2, the NLL term exactly where the method's name says, the SFT
+    adapter and the pairs file required, and the SFT run's evaluation prompt (the question alone)."""
+    cfg = compose_config(["experiment=onpolicy_cpu", f"method={method}", "model.adapter_path=a", "data.path=p"])
+    assert cfg.loss.beta == 0.2 and cfg.loss.nll_weight == (1.0 if method.endswith("_nll") else 0.0)
+    sft = compose_config(["experiment=onpolicy_sft"])
+    assert cfg.evaluate.generation.prompt_template == sft.evaluate.generation.prompt_template == "{question}"
+    assert cfg.evaluate.limit == sft.evaluate.limit == 300 and list(cfg.benchmark) == list(sft.benchmark)
+    assert cfg.segmenter.name == sft.segmenter.name == "tags"
 
 
 def test_without_an_experiment_runs_go_to_the_hipo_experiment() -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 from hipo.errors import ConfigError
 from hipo.eval.benchmarks import BenchmarkItem
-from hipo.eval.generation import GenerationConfig, TextGenerator
+from hipo.eval.generation import GenerationConfig, GenerationOutput, TextGenerator
 from hipo.eval.prompts import fill_template, render_prompt
 from hipo.eval.runner import grade_samples
 
@@ -156,6 +156,27 @@ class SamplingProgress:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
 
 
+def sample_chunk(
+    generator: TextGenerator,
+    tokenizer: Any,
+    chunk: Sequence[BenchmarkItem],
+    index: int,
+    answer_format: str,
+    config: GenerationConfig,
+) -> tuple[list[ProblemSamples], GenerationOutput]:
+    """The graded samples of chunk ``index`` (seeded by :func:`chunk_seed`), and the generation's output."""
+    messages = [fill_template(config.prompt_template, item.question) for item in chunk]
+    prompts = [render_prompt(tokenizer, item.question, config.prompt_template, config.system_prompt) for item in chunk]
+    output = generator.generate_texts(prompts, replace(config, seed=chunk_seed(config.seed, index)))
+    records = []
+    for item, message, texts, counts in zip(chunk, messages, output.completions, output.token_counts, strict=True):
+        extracted, correct = grade_samples(texts, item.gold, answer_format)
+        records.append(
+            ProblemSamples(item.id, item.question, item.gold, message, texts, extracted, correct, counts, index)
+        )
+    return records, output
+
+
 def sample_problems(
     generator: TextGenerator,
     tokenizer: Any,
@@ -193,17 +214,7 @@ def sample_problems(
             continue
         if len(pending) != len(chunk):  # chunks are written whole: a partial one means the problems changed
             raise ConfigError(f"{store.path}: chunk {index} is partly sampled; the problem list changed since")
-        messages = [fill_template(config.prompt_template, item.question) for item in chunk]
-        prompts = [
-            render_prompt(tokenizer, item.question, config.prompt_template, config.system_prompt) for item in chunk
-        ]
-        output = generator.generate_texts(prompts, replace(config, seed=chunk_seed(config.seed, index)))
-        records = []
-        for item, message, texts, counts in zip(chunk, messages, output.completions, output.token_counts, strict=True):
-            extracted, correct = grade_samples(texts, item.gold, answer_format)
-            records.append(
-                ProblemSamples(item.id, item.question, item.gold, message, texts, extracted, correct, counts, index)
-            )
+        records, output = sample_chunk(generator, tokenizer, chunk, index, answer_format, config)
         store.append(records)
         done.update({record.id: record for record in records})
         progress.chunks += 1
