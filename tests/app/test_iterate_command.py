@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from hipo.app import iterate_command
 from hipo.app.iterate_command import check_iterate, pairs_argv, round_paths, train_argv
 from hipo.config.compose import compose_config
 from hipo.errors import ConfigError
@@ -29,8 +30,8 @@ def _problems(tmp_path: Path) -> tuple[Path, Path]:
     return problems, root
 
 
-@pytest.mark.slow  # seven `hipo` processes
-def test_two_rounds_stopped_in_round_zero_training_resume_there(tmp_path: Path) -> None:
+@pytest.mark.slow  # five `hipo` processes
+def test_two_rounds_on_the_tiny_model_each_sampling_from_the_last_policy(tmp_path: Path) -> None:
     model = planted_model(tmp_path / "planted")
     problems, root = _problems(tmp_path)
     uri, out = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "iterate"
@@ -46,32 +47,56 @@ def test_two_rounds_stopped_in_round_zero_training_resume_there(tmp_path: Path) 
         f"logger.tracking_uri={uri}",
         f"logger.artifact_location={tmp_path / 'mlruns'}",
     ]
-    cache = isolated_cache(tmp_path)
-    stop = {"HIPO_TEST_SIGNAL_AT_STEP": "1", "HIPO_TEST_SIGNAL": "TERM", "HIPO_TEST_SIGNAL_ONCE": str(tmp_path / "x")}
-    first = run_hipo(args, cwd=tmp_path, cache=cache, env=stop)
-    assert first.returncode == 143, first.stderr[-3000:]
-    round0_pairs, round0_train = round_paths(out, 0)
-    assert round0_pairs.is_file() and (round0_train / "checkpoints" / "last.ckpt").is_file()
-    assert not (round0_train / "final").exists() and not round_paths(out, 1)[0].exists()
-    pairs_written = round0_pairs.stat().st_mtime_ns
-
-    second = run_hipo(args, cwd=tmp_path, cache=cache)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "round 0 pairs:" not in second.stdout and "round 0 train:" in second.stdout  # resumed where it stopped
-    assert round0_pairs.stat().st_mtime_ns == pairs_written
+    done = run_hipo(args, cwd=tmp_path, cache=isolated_cache(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
     runs = runs_of(uri, "iterate_smoke")
     (parent,) = [r for r in runs if r.data.tags.get("hipo.kind") == "iterate"]
     children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     assert set(children) == {"round0-pairs", "round0-train", "round1-pairs", "round1-train"}
     assert all(r.info.status == "FINISHED" for r in [parent, *children.values()])
-    assert children["round0-train"].data.tags.get("hipo.resumes") == "1" and parent.data.tags.get("hipo.resumes") == "1"
-    round0_final = str(round0_train / "final")
-    assert children["round1-train"].data.params["model.adapter_path"] == round0_final  # policy 1 starts from policy 0
-    assert children["round1-pairs"].data.params["checkpoint"] == round0_final  # and round 1 samples from it
-    assert children["round0-pairs"].data.params["checkpoint"] == "None"  # round 0: the base model
+    round0_final = str(round_paths(out, 0)[1] / "final")
+    assert children["round0-pairs"].data.params["checkpoint"] == "None"  # round 0 samples the base model
+    assert children["round1-pairs"].data.params["checkpoint"] == round0_final  # round 1 samples policy 1
+    assert children["round1-train"].data.params["model.adapter_path"] == round0_final  # and trains from it
+    assert children["round1-train"].data.params["data.path"] == str(round_paths(out, 1)[0])
     assert (round_paths(out, 1)[1] / "final" / "adapter_config.json").is_file()
-    metrics = MlflowClient(uri).get_run(children["round1-pairs"].info.run_id).data.metrics
-    assert metrics["pairs/pairs_written"] == len(round_paths(out, 1)[0].read_text().splitlines()) > 0
+    for index in (0, 1):
+        metrics = MlflowClient(uri).get_run(children[f"round{index}-pairs"].info.run_id).data.metrics
+        assert metrics["pairs/pairs_written"] == len(round_paths(out, index)[0].read_text().splitlines()) > 0
+
+
+def test_a_rerun_continues_at_the_step_it_stopped_in(tmp_path: Path, mlflow_uri: str, monkeypatch) -> None:
+    """Steps replaced by stand-ins that write their outputs: the first invocation stops in round 1's training, the
+    second runs that step only, in the same iterate run."""
+    ran: list[str] = []
+    stop_at: list[str | None] = ["round 1 train"]
+
+    def step(command: str, name: str, argv: list[str]) -> float:
+        ran.append(name)
+        if name == stop_at[0]:
+            raise SystemExit(143)
+        target = next(Path(a.split("=", 1)[1]) for a in argv if a.startswith(("out=", "output_dir=")))
+        if name.endswith("pairs"):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text("{}\n")
+        else:
+            (target / "final").mkdir(parents=True)
+            (target / "final" / "hipo.json").write_text("{}")
+        return 0.0
+
+    monkeypatch.setattr(iterate_command, "run_step", step)
+    monkeypatch.setattr(iterate_command, "_task_overrides", lambda: [])
+    cfg = _cfg(tmp_path, f"logger.tracking_uri={mlflow_uri}")
+    with pytest.raises(SystemExit):
+        iterate_command.iterate_command(cfg)
+    assert ran == ["round 0 pairs", "round 0 train", "round 1 pairs", "round 1 train"]
+    ran.clear()
+    stop_at[0] = None
+    result = iterate_command.iterate_command(cfg)
+    assert ran == ["round 1 train"]
+    (run,) = runs_of(mlflow_uri, "iterate_smoke")
+    assert run.info.run_id == result["run_id"] and run.info.status == "FINISHED"
+    assert run.data.tags["hipo.resumes"] == "1"
 
 
 def _cfg(tmp_path: Path, *overrides: str):
