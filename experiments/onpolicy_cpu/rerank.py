@@ -33,7 +33,8 @@ from hipo.data.tokenize import PreferenceTokenizer
 from hipo.eval.benchmarks import load_benchmark_data
 from hipo.eval.grading import answers_match
 from hipo.eval.sampling_metrics import majority_vote
-from hipo.onpolicy.rerank import SCORES, best_of_k, response_rewards, segmented_responses
+from hipo.losses.types import SegmentLogps
+from hipo.onpolicy.rerank import SCORES, best_of_k, implicit_rewards, response_logps, segmented_responses
 
 
 def load_samples(path: Path, benchmark: str) -> tuple[list[str], list[list[str]], torch.Tensor, float]:
@@ -56,17 +57,17 @@ def run_settings(run_dir: Path) -> tuple[str, float, int]:
     return str(cfg.method), float(cfg.loss.beta), int(cfg.seed)
 
 
-def score_run(run_dir: Path, sft: Path, questions: list[str], texts: list[list[str]]) -> dict[str, torch.Tensor]:
-    """Each score kind of every sample under one run's implicit reward: {kind: [P, K]}."""
-    _, beta, _ = run_settings(run_dir)
-    model_cfg = OmegaConf.structured(ModelConfig(adapter_path=str(run_dir / "final"), reference_adapter_path=str(sft)))
-    bundle = build_policy(model_cfg)
-    tokenizer = PreferenceTokenizer(bundle.tokenizer)
+def responses(questions: list[str], texts: list[list[str]]) -> list:
+    """Every sample as a single-response pair, segmented by its tags (problem-major order)."""
     k = len(texts[0])
     prompts = [q for q in questions for _ in range(k)]
-    pairs = segmented_responses(TagsSegmenter(prompt_field="prompt"), prompts, [t for row in texts for t in row])
-    rewards = response_rewards(bundle.policy, bundle.reference, tokenizer, pairs, beta=beta, batch_size=32)
-    return {kind: rewards.score(kind).reshape(len(questions), k) for kind in SCORES}
+    return segmented_responses(TagsSegmenter(prompt_field="prompt"), prompts, [t for row in texts for t in row])
+
+
+def logps_of(adapter: Path, pairs: list) -> SegmentLogps:
+    """The samples' per-segment log-probs under the base model with ``adapter``."""
+    bundle = build_policy(OmegaConf.structured(ModelConfig(adapter_path=str(adapter))), with_reference=False)
+    return response_logps(bundle.policy, PreferenceTokenizer(bundle.tokenizer), pairs, batch_size=32)
 
 
 def main() -> None:
@@ -80,13 +81,15 @@ def main() -> None:
     started = time.perf_counter()
     questions, texts, correct, majority = load_samples(args.samples, args.benchmark)
     k = correct.shape[1]
+    pairs = responses(questions, texts)
+    reference = logps_of(args.sft, pairs)  # every run's reference: scored once
     rows, by_method = [], defaultdict(lambda: defaultdict(list))
     for run_dir in sorted(args.runs):
         if not (run_dir / "final").is_dir():
             continue
         method, beta, seed = run_settings(run_dir)
-        scores = score_run(run_dir, args.sft, questions, texts)
-        values = {kind: best_of_k(score, correct) for kind, score in scores.items()}
+        rewards = implicit_rewards(logps_of(run_dir / "final", pairs), reference, beta)
+        values = {kind: best_of_k(rewards.score(kind).reshape(len(questions), k), correct) for kind in SCORES}
         rows.append({"run": str(run_dir), "method": method, "seed": seed, "beta": beta, **values})
         for kind, value in values.items():
             by_method[method][kind].append(value)

@@ -9,9 +9,8 @@ import torch.nn.functional as F
 from hipo.data.segmenters.tags import TagsSegmenter
 from hipo.data.tokenize import PreferenceTokenizer
 from hipo.models.lora import apply_lora
-from hipo.models.reference import build_reference
 from hipo.models.tiny import build_tiny_model
-from hipo.onpolicy.rerank import ResponseRewards, best_of_k, response_rewards, segmented_responses
+from hipo.onpolicy.rerank import ResponseRewards, best_of_k, implicit_rewards, response_logps, segmented_responses
 
 
 def test_min_segment_ignores_absent_segments_and_falls_back_to_whole() -> None:
@@ -39,14 +38,16 @@ def test_rewards_equal_beta_times_the_log_ratio_from_full_logits(smollm2_tokeniz
         for name, parameter in policy.named_parameters():
             if "lora_B" in name:
                 parameter.normal_(0.0, 0.5)
-    reference = build_reference(policy)  # the base model: adapters disabled
     segmenter = TagsSegmenter(prompt_field="prompt")
     texts = ["<Rq>Find x.</Rq>\n<Mt>Step 1: 2 + 2 = 4.</Mt>\n<Ra>The answer is 4.</Ra>", "x is 5, I think."]
     prompts = ["What is 2 + 2?", "What is 2 + 3?"]
     tokenizer = PreferenceTokenizer(smollm2_tokenizer)
     pairs = segmented_responses(segmenter, prompts, texts)
     assert [s.name for s in pairs[0].chosen.spans] == ["Rq", "Mt", "Ra"] and pairs[1].chosen.spans == ()
-    out = response_rewards(policy, reference, tokenizer, pairs, beta=0.3)
+    mine_logps = response_logps(policy, tokenizer, pairs)
+    with policy.disable_adapter():  # the reference: the base model
+        base_logps = response_logps(policy, tokenizer, pairs)
+    out = implicit_rewards(mine_logps, base_logps, beta=0.3)
     assert out.counts[1, :3].tolist() == [0, 0, 0] and int(out.counts[1, 3]) > 0
 
     def logp(model, ids, start: int) -> float:  # noqa: ANN001

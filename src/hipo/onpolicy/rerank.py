@@ -1,9 +1,11 @@
 """A trained policy's implicit rewards as a verifier: score K sampled answers of a problem, keep the best.
 
 The implicit reward of a response under a policy trained by DPO-style losses is ``β (log π(y|x) − log π_ref(y|x))``;
-HiPO's losses shape it per segment as well. :func:`response_rewards` computes it for every segment and for the
-whole response with the training code path (one tokenization with offsets, ``hipo.models.logprobs``, pooling), the
-segments found by the segmenter (a response it cannot segment gets the whole-response reward only). Two scores:
+HiPO's losses shape it per segment as well. :func:`response_logps` scores responses with the training code path
+(one tokenization with offsets, ``hipo.models.logprobs``, pooling), the segments found by the segmenter (a response
+it cannot segment gets the whole-response reward only); :func:`implicit_rewards` turns a policy's and its
+reference's log-probs into rewards (the reference's, shared by every policy trained from it, is scored once). Two
+scores:
 
 * ``whole``: the whole response's reward (DPO's verifier);
 * ``min_segment``: the lowest reward among the response's segments -- a response is as good as its worst part --
@@ -26,7 +28,6 @@ from hipo.data.segmenters.base import Segmenter
 from hipo.data.tokenize import PreferenceTokenizer
 from hipo.losses.types import SegmentLogps
 from hipo.models.logprobs import sequence_segment_logps
-from hipo.models.reference import Reference
 
 SCORES = ("whole", "min_segment")
 
@@ -68,16 +69,15 @@ def segmented_responses(segmenter: Segmenter, prompts: Sequence[str], texts: Seq
 
 
 @torch.no_grad()
-def response_rewards(
-    policy: torch.nn.Module,
-    reference: Reference,
+def response_logps(
+    model: torch.nn.Module,
     tokenizer: PreferenceTokenizer,
     pairs: Sequence[SegmentedPair],
-    beta: float,
     batch_size: int = 16,
     chunk_size: int = 1024,
-) -> ResponseRewards:
-    """Implicit rewards of single responses (``pairs`` with ``rejected=None``), in their order.
+) -> SegmentLogps:
+    """Log-prob sums and counts [N, S+1] of single responses (``pairs`` with ``rejected=None``) under ``model``, in
+    eval mode (its mode is restored), in their order.
 
     Raises:
         ValueError: a response longer than the tokenizer's ``max_length`` allows (it would be cut or dropped).
@@ -87,19 +87,29 @@ def response_rewards(
         raise ValueError(f"{len(pairs) - len(kept)} responses do not fit max_length={tokenizer.max_length}")
     collate = ResponseCollator(int(tokenizer.tokenizer.pad_token_id), tokenizer.num_segments)
     examples = chosen_responses(tokenized)
-    policy_mode = policy.training
-    policy.eval()
-    rewards, counts = [], []
+    mode = model.training
+    model.eval()
+    sums, counts = [], []
     try:
         for start in range(0, len(examples), batch_size):
             batch = collate(examples[start : start + batch_size])
-            mine: SegmentLogps = sequence_segment_logps(policy, batch, chunk_size=chunk_size)
-            theirs = reference.segment_logps(batch, chunk_size=chunk_size)
-            rewards.append(beta * (mine.sums - theirs.sums))
-            counts.append(mine.counts)
+            logps = sequence_segment_logps(model, batch, chunk_size=chunk_size)
+            sums.append(logps.sums)
+            counts.append(logps.counts)
     finally:
-        policy.train(policy_mode)
-    return ResponseRewards(torch.cat(rewards), torch.cat(counts))
+        model.train(mode)
+    return SegmentLogps(torch.cat(sums), torch.cat(counts))
+
+
+def implicit_rewards(policy: SegmentLogps, reference: SegmentLogps, beta: float) -> ResponseRewards:
+    """``β (log π − log π_ref)`` per segment and whole response, from the two models' log-probs of the same responses.
+
+    Raises:
+        ValueError: the two were computed on different tokens (counts differ).
+    """
+    if not torch.equal(policy.counts, reference.counts):
+        raise ValueError("implicit_rewards: policy and reference log-probs of different tokens")
+    return ResponseRewards(beta * (policy.sums - reference.sums), policy.counts)
 
 
 def best_of_k(scores: torch.Tensor, correct: torch.Tensor) -> float:
