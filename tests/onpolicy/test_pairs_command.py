@@ -142,6 +142,34 @@ def test_a_killed_run_resumes_without_resampling(tmp_path: Path, planted: Path, 
         command.pairs_command(_cfg(tmp_path, planted, mlflow_uri, out, problems, "evaluate.generation.temperature=0.5"))
 
 
+def test_a_stop_signal_ends_the_run_killed_with_the_finished_chunks_kept(
+    tmp_path: Path, planted: Path, mlflow_uri: str, monkeypatch
+) -> None:
+    import os
+    import signal
+
+    from hipo.errors import JobInterrupted
+
+    calls: list[int] = []
+
+    class Preempted(HFGenerator):
+        def generate_texts(self, prompts, config):  # type: ignore[no-untyped-def]
+            calls.append(len(prompts))
+            if len(calls) == 2:
+                os.kill(os.getpid(), signal.SIGTERM)  # the cluster preempts the job while it samples chunk 2
+            return super().generate_texts(prompts, config)
+
+    monkeypatch.setattr(command, "HFGenerator", Preempted)
+    out = tmp_path / "pairs.jsonl"
+    with pytest.raises(JobInterrupted):
+        command.pairs_command(_cfg(tmp_path, planted, mlflow_uri, out, _problems(tmp_path / "p.jsonl", 6)))
+    assert len(command.samples_path(out).read_text().splitlines()) == 1 + 2 and not out.exists()
+    (run,) = MlflowClient(mlflow_uri).search_runs(
+        [MlflowClient(mlflow_uri).get_experiment_by_name("hipo-pairs").experiment_id]
+    )
+    assert run.info.status == "KILLED"
+
+
 def test_training_reads_the_pairs_file(tmp_path: Path, planted: Path, mlflow_uri: str, isolated_data_cache) -> None:
     from hipo.app.train import train
 
