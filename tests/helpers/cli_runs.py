@@ -14,7 +14,9 @@ from safetensors.torch import load_file
 
 HELPERS = Path(__file__).resolve().parent  # put on PYTHONPATH: the subprocesses import its sitecustomize.py
 
-TINY = ["model=tiny", "trainer.enable_progress_bar=false", "optim.lr=1e-3"]
+# float32 whatever the host: `trainer.precision=auto` picks bf16-mixed on CPUs with native bf16, and these runs compare
+# numbers (auto's resolution is tested in tests/training/test_precision.py)
+TINY = ["model=tiny", "trainer.enable_progress_bar=false", "trainer.precision=32-true", "optim.lr=1e-3"]
 TINY_TRAIN = [*TINY, "data.source.num_pairs=24", "data.val_source.num_pairs=8"]  # small synthetic data
 
 

@@ -30,6 +30,18 @@ def test_nll_of_a_response_without_tokens_is_zero_not_nan() -> None:
     assert out.per_example.tolist() == pytest.approx([0.0, 1.0]) and out.loss.item() == pytest.approx(1.0)
 
 
+def test_nll_over_processes_divides_by_their_mean_token_count() -> None:
+    """Rank 0: sums −2, −6 over 5 tokens; rank 1: sum −3 over 1 token. One process with all three: 11 / 6. Each
+    rank divides by the mean count 3 and DDP averages: (8 / 3 + 3 / 3) / 2 = 11 / 6; the metric stays the batch's
+    own mean (8 / 5)."""
+    rank0 = nll_loss(torch.tensor([-2.0, -6.0]), torch.tensor([2, 3]), num_tokens=3.0)
+    rank1 = nll_loss(torch.tensor([-3.0]), torch.tensor([1]), num_tokens=3.0)
+    assert ((rank0.loss + rank1.loss) / 2).item() == pytest.approx(11 / 6)
+    assert rank0.batch_mean.item() == pytest.approx(1.6)
+    with pytest.raises(ValueError, match="num_tokens"):
+        nll_loss(torch.tensor([-3.0]), torch.tensor([1]), num_tokens=0.0)
+
+
 def test_nll_refuses_mismatched_shapes() -> None:
     with pytest.raises(ValueError, match="shape"):
         nll_loss(torch.zeros(2, 2), torch.zeros(2, 2))

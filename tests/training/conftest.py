@@ -11,8 +11,11 @@ from omegaconf import DictConfig
 from hipo.config.compose import compose_config
 from hipo.training.module import PreferenceModule
 
+# float32 whatever the host: `trainer.precision=auto` picks bf16-mixed on CPUs with native bf16, and these runs compare
+# numbers (auto's resolution is tested in test_precision.py)
 TINY_RUN = [
     "model=tiny",
+    "trainer.precision=32-true",
     "trainer.max_steps=3",
     "trainer.enable_progress_bar=false",
     "trainer.checkpoint_every_n_steps=0",

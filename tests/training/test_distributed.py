@@ -67,9 +67,10 @@ def test_ddp_over_two_processes_equals_one_process_with_twice_the_batch(
     for name, value in single_weights.items():
         torch.testing.assert_close(ddp_weights[name], value, atol=2e-5, rtol=0, msg=name)
     # held-out metrics: each rank scored half of the pairs, the exact sums were all-reduced
-    # (before training: the same weights, only summation order differs; after: weights within the rounding above)
+    # (before training: the same weights, only summation order differs; after: weights within the rounding above,
+    # which moves a margin of ~6e-5 by up to ~2e-6 (seen on an AVX-512 host); the pair counts check the sharding)
     for term in ("Rq", "Mt", "Ra", "whole"):
-        for when, tolerance in (("val_before", {"abs": 1e-6}), ("val_after", {"rel": 2e-3, "abs": 1e-6})):
+        for when, tolerance in (("val_before", {"abs": 1e-6}), ("val_after", {"rel": 2e-3, "abs": 5e-6})):
             key = f"{when}/rewards/margin/{term}"
             assert ddp_run.data.metrics[key] == pytest.approx(single_run.data.metrics[key], **tolerance), key
             pairs = f"{when}/pairs/{term}"

@@ -79,7 +79,9 @@ def test_sft_reads_prompt_completion_rows(tiny_cfg: Callable[..., DictConfig], t
     data.write_text(json.dumps({"prompt": "1 + 1?", "answer": "2"}) + "\n")
     with pytest.raises(DataError, match="field 'chosen': missing field"):
         train_app.train(
-            tiny_cfg("method=sft", "data=jsonl", f"data.path={data}", "segmenter=tags", "logger.experiment_name=bad")
+            tiny_cfg(
+                "method=sft", "data=jsonl", f"data.path={data}", "segmenter=tags", f"output_dir={tmp_path / 'bad'}"
+            )
         )
 
 

@@ -36,6 +36,9 @@ class TokenBatch:
         desirable: [N] bool, unpaired (KTO) batches only: whether sequence i is a desirable example.
         num_kl_sequences: unpaired batches only: sequences N..N+K-1 are mismatched (prompt, response) pairs used
             to estimate KTO's KL reference point; 0 when absent.
+        nll_tokens: the token count a per-token NLL (SFT, a preference loss's NLL term) divides by: set by the
+            training step under DDP to the mean over processes of their chosen tokens, so the averaged gradients
+            are those of the mean over all processes' tokens; None: the batch's own count.
     """
 
     input_ids: torch.Tensor
@@ -49,6 +52,7 @@ class TokenBatch:
     packed: bool = False
     desirable: torch.Tensor | None = None
     num_kl_sequences: int = 0
+    nll_tokens: float | None = None
 
     def to(self, device: torch.device | str) -> TokenBatch:
         """A copy with every tensor moved to ``device``."""

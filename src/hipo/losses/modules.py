@@ -124,10 +124,16 @@ class PreferenceLoss(nn.Module, ABC):
         chosen = self.chosen_logps(policy, batch)
         if chosen.sums.shape[0] == 0 or int(chosen.counts[:, -1].sum()) == 0:
             return out
-        nll = nll_loss(chosen.sums[:, -1], chosen.counts[:, -1]).loss
-        metrics = {**out.metrics, "nll": nll.detach()}
-        loss = out.loss + self.nll_weight * nll if self.nll_weight > 0 else out.loss
+        nll = nll_loss(chosen.sums[:, -1], chosen.counts[:, -1], batch.nll_tokens)
+        metrics = {**out.metrics, "nll": nll.batch_mean}
+        loss = out.loss + self.nll_weight * nll.loss if self.nll_weight > 0 else out.loss
         return LossOutput(loss=loss, per_example=out.per_example, metrics=metrics)
+
+    @property
+    def trains_nll(self) -> bool:
+        """Whether the loss holds the chosen responses' per-token NLL (SFT, or ``nll_weight`` > 0), whose
+        normaliser under DDP is every process's token count (``TokenBatch.nll_tokens``)."""
+        return self.responses_only or self.nll_weight > 0
 
     @abstractmethod
     def forward(self, policy: SegmentLogps, reference: SegmentLogps | None, batch: TokenBatch) -> LossOutput:
@@ -447,8 +453,8 @@ class SFTLoss(PreferenceLoss):
     def forward(self, policy: SegmentLogps, reference: SegmentLogps | None, batch: TokenBatch) -> LossOutput:
         if policy.sums.dim() != 2 or policy.sums.shape[1] != len(self.term_names):
             raise ValueError(f"SFTLoss: expected [N, {len(self.term_names)}] log-probs; got {tuple(policy.sums.shape)}")
-        out = nll_loss(policy.sums[:, -1], policy.counts[:, -1])
-        metrics = {"nll": out.loss.detach()}
+        out = nll_loss(policy.sums[:, -1], policy.counts[:, -1], batch.nll_tokens)
+        metrics = {"nll": out.batch_mean}
         with torch.no_grad():
             sums, counts = policy.sums.sum(0), policy.counts.sum(0)
         for k, name in enumerate(self.segment_names):

@@ -10,6 +10,7 @@ NLL of the chosen responses.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any, cast
@@ -93,7 +94,18 @@ class PreferenceModule(L.LightningModule):
         the loss call."""
         reference = self.reference_logps(batch) if self.loss_fn.needs_reference else None
         policy = self.policy_logps(batch)
-        return self.loss_fn(policy, reference, batch)
+        return self.loss_fn(policy, reference, self._with_nll_tokens(batch, policy))
+
+    def _with_nll_tokens(self, batch: TokenBatch, policy: SegmentLogps) -> TokenBatch:
+        """In DDP training of a loss with an NLL term, ``batch`` with ``nll_tokens`` = the mean over processes of
+        their chosen tokens (one all-reduce), so a process with more tokens weighs more, as in one process with the
+        whole batch; otherwise ``batch`` itself (each call on every rank: the all-reduce is collective)."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size <= 1 or not self.training or not self.loss_fn.trains_nll:
+            return batch
+        local = self.loss_fn.chosen_logps(policy, batch).counts[:, -1].sum().to(torch.float64)
+        total = trainer.strategy.reduce(local, reduce_op="sum")
+        return dataclasses.replace(batch, nll_tokens=max(float(total) / trainer.world_size, 1.0))
 
     # ---- Lightning hooks -------------------------------------------------------------------------------------------
     def training_step(self, batch: TokenBatch, batch_idx: int) -> torch.Tensor:
