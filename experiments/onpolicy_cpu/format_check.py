@@ -60,13 +60,13 @@ def main() -> None:
     segmenter = TagsSegmenter(prompt_field="prompt", style="tags")
     by_method: dict[str, list[dict[str, float]]] = defaultdict(list)
     by_method["sft"].append(run_shape(args.sft, segmenter))
-    for run_dir in sorted(args.runs):
-        if (run_dir / "eval" / "synthetic_easy" / "samples.json").is_file():
-            method = str(OmegaConf.load(run_dir / ".hydra" / "config.yaml").method)
-            by_method[method].append(run_shape(run_dir, segmenter))
+    finished = [run for run in args.runs if (run / "eval" / "synthetic_easy" / "samples.json").is_file()]
+    configs = {run: OmegaConf.load(run / ".hydra" / "config.yaml") for run in finished}
+    for run_dir in sorted(finished, key=lambda run: int(configs[run].seed)):  # each method's seeds in order 0, 1, ...
+        by_method[str(configs[run_dir].method)].append(run_shape(run_dir, segmenter))
     keys = ("accuracy", "well_formed", "stray_tags", "mean_chars")
     lines = [
-        "# The shape of the greedy answers on the 300 held-out problems (mean over seeds, then each seed)",
+        "# The shape of the greedy answers on the 300 held-out problems (mean over seeds, then seeds 0, 1, 2)",
         "",
         "| method | runs | " + " | ".join(keys) + " |",
         "|---|---:|" + "---|" * len(keys),
