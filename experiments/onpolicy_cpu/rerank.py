@@ -37,9 +37,12 @@ from hipo.losses.types import SegmentLogps
 from hipo.onpolicy.rerank import SCORES, best_of_k, implicit_rewards, response_logps, segmented_responses
 
 
-def load_samples(path: Path, benchmark: str) -> tuple[list[str], list[list[str]], torch.Tensor, float]:
-    """(questions, K texts per problem, correct [P, K], maj@K) of a ``hipo eval`` samples file with n = K."""
-    records = json.loads(path.read_text())
+def load_samples(
+    path: Path, benchmark: str, limit: int | None = None
+) -> tuple[list[str], list[list[str]], torch.Tensor, float]:
+    """(questions, K texts per problem, correct [P, K], maj@K) of a ``hipo eval`` samples file with n = K (its first
+    ``limit`` problems when given)."""
+    records = json.loads(path.read_text())[:limit]
     items = {item.id: item for item in load_benchmark_data(benchmark, limit=len(records)).items}
     questions = [items[r["id"]].question for r in records]
     texts = [[s["generation"] for s in r["samples"]] for r in records]
@@ -77,23 +80,26 @@ def main() -> None:
     parser.add_argument("--sft", type=Path, required=True, help="the SFT run's final/ adapter (the reference)")
     parser.add_argument("--runs", type=Path, nargs="+", required=True, help="`hipo train` output folders")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--limit", type=int, default=None, help="rerank the first N problems of the samples file")
     args = parser.parse_args()
     started = time.perf_counter()
-    questions, texts, correct, majority = load_samples(args.samples, args.benchmark)
+    questions, texts, correct, majority = load_samples(args.samples, args.benchmark, args.limit)
     k = correct.shape[1]
     pairs = responses(questions, texts)
     reference = logps_of(args.sft, pairs)  # every run's reference: scored once
     rows, by_method = [], defaultdict(lambda: defaultdict(list))
-    for run_dir in sorted(args.runs):
-        if not (run_dir / "final").is_dir():
-            continue
+    finished = [run for run in args.runs if (run / "final").is_dir()]
+    for run_dir in sorted(finished, key=lambda run: run_settings(run)[2]):  # each method's seeds in order 0, 1, ...
         method, beta, seed = run_settings(run_dir)
         rewards = implicit_rewards(logps_of(run_dir / "final", pairs), reference, beta)
         values = {kind: best_of_k(rewards.score(kind).reshape(len(questions), k), correct) for kind in SCORES}
         rows.append({"run": str(run_dir), "method": method, "seed": seed, "beta": beta, **values})
         for kind, value in values.items():
             by_method[method][kind].append(value)
-        print(f"{method:18s} seed {seed}: " + ", ".join(f"best-of-{k} by {n} {v:.3f}" for n, v in values.items()))
+        print(
+            f"{method:18s} seed {seed}: " + ", ".join(f"best-of-{k} by {n} {v:.3f}" for n, v in values.items()),
+            flush=True,
+        )
     pass1, pass_k = float(correct.float().mean()), float(correct.any(dim=1).float().mean())
     lines = [
         f"# Best-of-{k} by implicit reward, {len(questions)} held-out {args.benchmark} problems, K = {k} samples of "

@@ -105,7 +105,7 @@ def test_judge_many_reports_stats_and_a_summary(fake_openai, tmp_path: Path, cap
         if "FAIL" in body["messages"][1]["content"]:
             return fake_openai.reply(status=400)
         reply = {"scores": dict.fromkeys(DIMENSION_KEYS, 6), "verbosity": 5, "comment": ""}
-        return fake_openai.reply(reply, delay_s=0.1, tokens=100)
+        return fake_openai.reply(reply, delay_s=0.4, tokens=100)
 
     fake_openai.default = respond
     client = ChatClient(base_url=fake_openai.url, model="judge", max_retries=0, cache_dir=tmp_path)

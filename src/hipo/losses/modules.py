@@ -124,7 +124,8 @@ class PreferenceLoss(nn.Module, ABC):
         chosen = self.chosen_logps(policy, batch)
         if chosen.sums.shape[0] == 0 or int(chosen.counts[:, -1].sum()) == 0:
             return out
-        nll = nll_loss(chosen.sums[:, -1], chosen.counts[:, -1], batch.nll_tokens)
+        num_tokens = None if batch is None else batch.nll_tokens  # a pure call on log-probs alone has no batch
+        nll = nll_loss(chosen.sums[:, -1], chosen.counts[:, -1], num_tokens)
         metrics = {**out.metrics, "nll": nll.batch_mean}
         loss = out.loss + self.nll_weight * nll.loss if self.nll_weight > 0 else out.loss
         return LossOutput(loss=loss, per_example=out.per_example, metrics=metrics)
@@ -453,7 +454,7 @@ class SFTLoss(PreferenceLoss):
     def forward(self, policy: SegmentLogps, reference: SegmentLogps | None, batch: TokenBatch) -> LossOutput:
         if policy.sums.dim() != 2 or policy.sums.shape[1] != len(self.term_names):
             raise ValueError(f"SFTLoss: expected [N, {len(self.term_names)}] log-probs; got {tuple(policy.sums.shape)}")
-        out = nll_loss(policy.sums[:, -1], policy.counts[:, -1], batch.nll_tokens)
+        out = nll_loss(policy.sums[:, -1], policy.counts[:, -1], None if batch is None else batch.nll_tokens)
         metrics = {"nll": out.batch_mean}
         with torch.no_grad():
             sums, counts = policy.sums.sum(0), policy.counts.sum(0)

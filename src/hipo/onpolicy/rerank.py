@@ -77,7 +77,7 @@ def response_logps(
     chunk_size: int = 1024,
 ) -> SegmentLogps:
     """Log-prob sums and counts [N, S+1] of single responses (``pairs`` with ``rejected=None``) under ``model``, in
-    eval mode (its mode is restored), in their order.
+    eval mode (its mode is restored) and without gradients, in their order.
 
     Raises:
         ValueError: a response longer than the tokenizer's ``max_length`` allows (it would be cut or dropped).
@@ -93,7 +93,8 @@ def response_logps(
     try:
         for start in range(0, len(examples), batch_size):
             batch = collate(examples[start : start + batch_size])
-            logps = sequence_segment_logps(model, batch, chunk_size=chunk_size)
+            with torch.no_grad():
+                logps = sequence_segment_logps(model, batch, chunk_size=chunk_size)
             sums.append(logps.sums)
             counts.append(logps.counts)
     finally:
