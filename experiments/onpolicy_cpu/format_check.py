@@ -47,6 +47,7 @@ def run_shape(run_dir: Path, segmenter: TagsSegmenter) -> dict[str, float]:
         "stray_tags": sum(t for _, t in shapes) / len(records),
         "mean_chars": statistics.mean(len(r["generation"]) for r in records),
         "accuracy": sum(r["correct"] for r in records) / len(records),
+        "problems": len(records),
     }
     return values
 
@@ -66,7 +67,8 @@ def main() -> None:
         by_method[str(configs[run_dir].method)].append(run_shape(run_dir, segmenter))
     keys = ("accuracy", "well_formed", "stray_tags", "mean_chars")
     lines = [
-        "# The shape of the greedy answers on the 300 held-out problems (mean over seeds, then seeds 0, 1, 2)",
+        f"# The shape of the greedy answers on the {int(by_method['sft'][0]['problems'])} held-out problems "
+        "(mean over seeds, then seeds 0, 1, 2)",
         "",
         "| method | runs | " + " | ".join(keys) + " |",
         "|---|---:|" + "---|" * len(keys),

@@ -124,8 +124,7 @@ class PreferenceLoss(nn.Module, ABC):
         chosen = self.chosen_logps(policy, batch)
         if chosen.sums.shape[0] == 0 or int(chosen.counts[:, -1].sum()) == 0:
             return out
-        num_tokens = None if batch is None else batch.nll_tokens  # a pure call on log-probs alone has no batch
-        nll = nll_loss(chosen.sums[:, -1], chosen.counts[:, -1], num_tokens)
+        nll = nll_loss(chosen.sums[:, -1], chosen.counts[:, -1], nll_tokens(batch))
         metrics = {**out.metrics, "nll": nll.batch_mean}
         loss = out.loss + self.nll_weight * nll.loss if self.nll_weight > 0 else out.loss
         return LossOutput(loss=loss, per_example=out.per_example, metrics=metrics)
@@ -140,6 +139,12 @@ class PreferenceLoss(nn.Module, ABC):
     def forward(self, policy: SegmentLogps, reference: SegmentLogps | None, batch: TokenBatch) -> LossOutput:
         """The batch loss from the policy's and reference's per-segment log-probs [N, S+1] (``reference`` is None
         exactly for a loss that does not need one)."""
+
+
+def nll_tokens(batch: TokenBatch | None) -> float | None:
+    """The token count a batch's NLL divides by (``TokenBatch.nll_tokens``); None for its own count, and for a call
+    on log-probs alone (no batch)."""
+    return None if batch is None else batch.nll_tokens
 
 
 def checked_weights(loss: PreferenceLoss, weights: SegmentWeights | None) -> SegmentWeights:
@@ -454,7 +459,7 @@ class SFTLoss(PreferenceLoss):
     def forward(self, policy: SegmentLogps, reference: SegmentLogps | None, batch: TokenBatch) -> LossOutput:
         if policy.sums.dim() != 2 or policy.sums.shape[1] != len(self.term_names):
             raise ValueError(f"SFTLoss: expected [N, {len(self.term_names)}] log-probs; got {tuple(policy.sums.shape)}")
-        out = nll_loss(policy.sums[:, -1], policy.counts[:, -1], None if batch is None else batch.nll_tokens)
+        out = nll_loss(policy.sums[:, -1], policy.counts[:, -1], nll_tokens(batch))
         metrics = {"nll": out.batch_mean}
         with torch.no_grad():
             sums, counts = policy.sums.sum(0), policy.counts.sum(0)
