@@ -188,7 +188,7 @@ def test_the_nll_presets_are_their_methods_plus_the_nll_term() -> None:
         with_nll = OmegaConf.to_container(_compose([f"method={preset}"]), resolve=False)
         plain = OmegaConf.to_container(_compose([f"method={base}"]), resolve=False)
         assert isinstance(with_nll, dict) and isinstance(plain, dict)
-        assert with_nll["loss"].pop("nll_weight") == 1.0 and plain["loss"].pop("nll_weight") == 0.0
+        assert with_nll["loss"].pop("nll_weight") == 1.0 and plain["loss"].pop("nll_weight") is None
         assert with_nll.pop("method") == f"{plain.pop('method')}-nll" and with_nll == plain
 
 

@@ -312,14 +312,14 @@ def _finish(
 
         evaluate_after_training(cfg, module.policy, tokenizer, run_id, job.benchmarks, trainer.global_step)
     names = [*cfg.segments, "whole"]
-    needs_reference = bool(job.loss.needs_reference)
-    table = (format_held_out_table if needs_reference else format_nll_table)(val_before, val_after, names)
+    paired = bool(job.loss.paired)  # preference metrics (a reference-free loss's rewards are beta * log pi)
+    table = (format_held_out_table if paired else format_nll_table)(val_before, val_after, names)
     if not val_after:
         table = "no held-out pairs: the data's split left none, so nothing was measured before or after training"
     print(table)
     (job.output_dir / "held_out.md").write_text(table + "\n")
     mlflow.log_text(table, "held_out.md", run_id=run_id)
-    if needs_reference and val_after:  # each held-out pair's margins (a loss without a reference has none)
+    if paired and val_after:  # each held-out pair's margins (a loss without pairs has none)
         pairs = module.held_out.write_pairs(job.output_dir / HELD_OUT_PAIRS)
         mlflow.log_artifact(str(pairs), Path(HELD_OUT_PAIRS).parent.as_posix(), run_id=run_id)
     print(f"MLflow run id: {run_id}  (experiment {cfg.logger.experiment_name!r}, store {cfg.logger.tracking_uri})")

@@ -1,16 +1,22 @@
 """Preference losses: pure functions of per-segment log-prob sums, and thin ``nn.Module`` wrappers for Hydra."""
 
-from hipo.losses.dpo import VARIANTS, DPOOutput, check_variant, dpo_loss, preference_term_loss
+from hipo.losses.dpo import DPOOutput, dpo_loss
 from hipo.losses.hipo import HiPOOutput, hipo_loss
 from hipo.losses.kto import KTOOutput, kto_loss
 from hipo.losses.metrics import PairSums, add_sums, metrics_from_sums, pair_metric_sums, pair_metrics
 from hipo.losses.modules import DPOLoss, HiPOLoss, KTOLoss, PairedPreferenceLoss, PreferenceLoss, SFTLoss
 from hipo.losses.sft import NLLOutput, nll_loss
 from hipo.losses.types import LossOutput, SegmentLogps
+from hipo.losses.variants import VARIANT_INFO, VARIANTS, PairLogps, VariantOptions, VariantSpec, variant_spec
 from hipo.losses.weights import FixedWeights, SegmentWeights, SoftmaxFloorWeights, UncertaintyWeights
 
 __all__ = [
     "VARIANTS",
+    "VARIANT_INFO",
+    "PairLogps",
+    "VariantOptions",
+    "VariantSpec",
+    "variant_spec",
     "DPOLoss",
     "DPOOutput",
     "FixedWeights",
@@ -29,7 +35,6 @@ __all__ = [
     "SoftmaxFloorWeights",
     "UncertaintyWeights",
     "add_sums",
-    "check_variant",
     "dpo_loss",
     "hipo_loss",
     "kto_loss",
@@ -37,5 +42,4 @@ __all__ = [
     "nll_loss",
     "pair_metric_sums",
     "pair_metrics",
-    "preference_term_loss",
 ]

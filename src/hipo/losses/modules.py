@@ -4,10 +4,11 @@ Each wrapper carries its hyper-parameters, splits the batch's per-segment log-pr
 the loss's inputs, reduces the per-example losses by their mean (plus any learned-weight penalty) and reports metrics
 keyed WITHOUT the ``train/`` / ``val/`` prefix (the LightningModule adds it):
 
-* paired losses (``paired = True``; rows 0..B-1 chosen, B..2B-1 rejected): ``rewards/margin/<name>`` and
-  ``rewards/accuracy/<name>`` for every segment and ``whole`` (the implicit per-segment rewards are informative even
-  for DPO, whose loss uses only the whole column); HiPO adds ``weight/<name>`` and ``term_loss/<name>`` (mean
-  unweighted term loss over the pairs where the term is present).
+* paired losses (``paired = True``; rows 0..B-1 chosen, B..2B-1 rejected), each term scored by a variant of
+  :mod:`hipo.losses.variants`: ``rewards/margin/<name>`` and ``rewards/accuracy/<name>`` for every segment and
+  ``whole`` (the implicit per-segment rewards are informative even for DPO, whose loss uses only the whole column;
+  beta * log pi for a reference-free variant); HiPO adds ``weight/<name>`` and ``term_loss/<name>`` (mean
+  unweighted term loss over the pairs where the term is present); ``bco_pair`` adds ``bco/shift/<name>``.
 * KTO (``paired = False``; rows 0..N-1 examples, N..N+K-1 mismatched KL pairs): ``kto/kl``, ``rewards/desirable``,
   ``rewards/undesirable`` (mean beta * log-ratio of each class present in the batch); segment-level KTO reports
   ``kto/kl/<name>`` per term and HiPO's ``weight/<name>`` / ``term_loss/<name>``.
@@ -29,13 +30,14 @@ from torch import nn
 
 from hipo.data.batch import TokenBatch
 from hipo.data.segmented import DEFAULT_SEGMENTS
-from hipo.losses.dpo import check_variant, dpo_loss
+from hipo.losses.dpo import dpo_loss
 from hipo.losses.hipo import hipo_loss
 from hipo.losses.kto import kto_loss
 from hipo.losses.metrics import pair_metrics
 from hipo.losses.segment_kto import segment_kto_loss
 from hipo.losses.sft import nll_loss
-from hipo.losses.types import LossOutput, SegmentLogps
+from hipo.losses.types import BatchCollective, LossOutput, SegmentLogps
+from hipo.losses.variants import PairLogps, VariantOptions, VariantSpec, bco_batch_sums, variant_spec
 from hipo.losses.weights import SegmentWeights
 
 WHOLE = "whole"
@@ -55,18 +57,22 @@ class PreferenceLoss(nn.Module, ABC):
     Attributes:
         paired: whether the loss consumes chosen/rejected pairs (else unpaired examples, as KTO).
         responses_only: whether it consumes the chosen responses alone (SFT): no rejected side, no KL rows.
-        needs_reference: whether it reads the reference's log-probs (SFT does not: no reference is built or run).
+        needs_reference: whether it reads the reference's log-probs (SFT and the reference-free variants SimPO, CPO
+            and ORPO do not: no reference is built or run).
         beta: inverse temperature of the implicit reward beta * (log pi - log pi_ref) (also the held-out metrics').
         weights: the ``SegmentWeights`` submodule fusing the S+1 terms, or None for a loss without segment weights.
         segment_names: the S named segments.
         term_names: ``segment_names + ["whole"]``, the metric names of the S+1 columns.
+        collective: the processes' collective under DDP (None: one process), for the state that is defined over the
+            whole batch (BCO's reward mean, AOT's sorting).
     """
 
     paired: ClassVar[bool]
     responses_only: ClassVar[bool] = False
-    needs_reference: ClassVar[bool] = True
+    needs_reference: bool = True  # an instance may narrow it (a reference-free variant)
     beta: float
     weights: SegmentWeights | None
+    collective: BatchCollective | None = None  # set by the training loop under DDP: gathers batch-wide state
 
     def __init__(self, segment_names: Sequence[str], nll_weight: float = 0.0) -> None:
         super().__init__()
@@ -182,35 +188,68 @@ def term_loss_metrics(
 
 
 class PairedPreferenceLoss(PreferenceLoss):
-    """Base of the pairwise losses: rows 0..B-1 chosen, B..2B-1 rejected, each term scored by a DPO variant.
+    """Base of the pairwise losses: rows 0..B-1 chosen, B..2B-1 rejected, each term scored by a variant of
+    :mod:`hipo.losses.variants` (or a weighted combination of them).
+
+    Batch-wide state follows the whole batch. ``bco_pair``'s running mean of the implicit rewards is kept per term in
+    buffers (``bco_reward_sum``, ``bco_reward_count``: saved in checkpoints, so a resumed run continues it), updated
+    in training from every process's rewards (one all-reduce). ``aot`` and ``aot_unpaired`` sort the pairs of every
+    process together (a differentiable all-gather), so N processes sort as one process holding the whole batch.
 
     Args:
         beta: inverse temperature of the implicit reward beta * (log pi - log pi_ref).
         segment_names: the S named segments.
-        variant: ``sigmoid`` | ``ipo`` | ``hinge`` | ``robust`` (see ``hipo.losses.dpo``).
-        label_smoothing: cDPO eps (``sigmoid``) or flip rate (``robust``).
-        nll_weight: α, the weight of the chosen responses' NLL added to the loss (RPO; 0: none).
+        variant: a variant name, or a list of them (MPO-style combination weighted by ``variant_weights``).
+        label_smoothing: eps of the variants that take one (cDPO, rDPO's flip rate, EXO, AOT, SimPO, CPO).
+        nll_weight: α, the weight of the chosen responses' NLL added to the loss (RPO); None: the variant's own
+            (1 for CPO and ORPO, else 0).
+        variant_weights: one weight per variant of a combination (None: 1 each).
+        f_divergence: ``reverse_kl`` (DPO) | ``forward_kl`` | ``js_divergence`` | ``alpha_divergence``.
+        f_alpha: alpha of ``alpha_divergence``.
+        discopop_tau: DiscoPOP's tau.
+        simpo_gamma: SimPO's target margin gamma.
+        bco_running_mean: ``bco_pair`` shifts the rewards by their running mean (the BCO paper); False: no shift
+            (TRL 1.16's ``bco_pair``).
 
     Raises:
-        ValueError: bad segment names or NLL weight, then (``check_variant``) an unknown variant, a beta that is
-            not positive and finite, or a label smoothing outside the variant's range.
+        ValueError: bad segment names or NLL weight, or an invalid variant setting (:func:`check_spec`).
     """
 
     paired = True
 
     def __init__(
         self,
-        beta: float,
-        segment_names: Sequence[str],
-        variant: str = "sigmoid",
+        beta: float = 0.1,
+        segment_names: Sequence[str] = DEFAULT_SEGMENTS,
+        variant: str | Sequence[str] = "sigmoid",
         label_smoothing: float = 0.0,
-        nll_weight: float = 0.0,
+        nll_weight: float | None = None,
+        variant_weights: Sequence[float] | None = None,
+        f_divergence: str = "reverse_kl",
+        f_alpha: float = 0.5,
+        discopop_tau: float = 0.05,
+        simpo_gamma: float = 0.5,
+        bco_running_mean: bool = True,
     ) -> None:
-        super().__init__(segment_names, nll_weight)
-        self.beta = float(beta)
-        check_variant(variant, self.beta, label_smoothing)
-        self.variant = variant
-        self.label_smoothing = float(label_smoothing)
+        weights = None if variant_weights is None else tuple(float(w) for w in variant_weights)
+        options = VariantOptions(weights, str(f_divergence), float(f_alpha), float(discopop_tau), float(simpo_gamma))
+        spec = variant_spec(beta, variant if isinstance(variant, str) else list(variant), label_smoothing, options)
+        super().__init__(segment_names, spec.default_nll_weight if nll_weight is None else nll_weight)
+        self.spec: VariantSpec = spec
+        self.beta = spec.beta
+        self.variant = spec.variants[0] if len(spec.variants) == 1 else list(spec.variants)
+        self.label_smoothing = spec.label_smoothing
+        self.options = options
+        self.needs_reference = spec.needs_reference
+        self.bco_running_mean = "bco_pair" in spec.variants and bool(bco_running_mean)
+        if self.bco_running_mean:
+            terms = self.loss_terms()
+            self.register_buffer("bco_reward_sum", torch.zeros(terms, dtype=torch.float64))
+            self.register_buffer("bco_reward_count", torch.zeros(terms, dtype=torch.float64))
+
+    def loss_terms(self) -> int:
+        """How many columns the loss scores: S+1 (HiPO) or 1 (the whole response)."""
+        return len(self.term_names)
 
     def split(self, logps: SegmentLogps) -> tuple[SegmentLogps, SegmentLogps]:
         """(chosen rows 0..B-1, rejected rows B..2B-1) of [2B, S+1] log-probs."""
@@ -223,76 +262,138 @@ class PairedPreferenceLoss(PreferenceLoss):
     def chosen_logps(self, policy: SegmentLogps, batch: TokenBatch) -> SegmentLogps:
         return self.split(policy)[0]
 
+    def checked_reference(self, policy: SegmentLogps, reference: SegmentLogps | None) -> SegmentLogps | None:
+        """The reference after :meth:`check_logps` when the variant reads one; None for a reference-free variant
+        (whose policy shapes are checked alone)."""
+        if self.needs_reference:
+            return self.check_logps(policy, reference)
+        expected = len(self.term_names)
+        if policy.sums.dim() != 2 or policy.sums.shape[1] != expected or policy.counts.shape != policy.sums.shape:
+            raise ValueError(
+                f"{type(self).__name__}: expected [N, {expected}] log-probs for terms {self.term_names}; got "
+                f"{tuple(policy.sums.shape)} sums, {tuple(policy.counts.shape)} counts"
+            )
+        return None
+
+    def pair_logps(self, policy: SegmentLogps, reference: SegmentLogps | None, columns: slice) -> PairLogps:
+        """The loss's inputs from [2B, S+1] log-probs: the ``columns`` of each side, [B, K]."""
+        reference = self.checked_reference(policy, reference)
+        chosen, rejected = self.split(policy)
+        ref_chosen = ref_rejected = None
+        if reference is not None:
+            chosen_ref, rejected_ref = self.split(reference)
+            ref_chosen, ref_rejected = chosen_ref.sums[:, columns], rejected_ref.sums[:, columns]
+        return PairLogps(
+            chosen.sums[:, columns],
+            rejected.sums[:, columns],
+            ref_chosen,
+            ref_rejected,
+            chosen.counts[:, columns],
+            rejected.counts[:, columns],
+        )
+
     def implicit_rewards(
         self, policy: SegmentLogps, reference: SegmentLogps | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Implicit rewards beta * (log pi - log pi_ref) per pair and term, detached.
+        """Implicit rewards beta * (log pi - log pi_ref) per pair and term, detached (beta * log pi without a
+        reference).
 
         Args:
             policy: [2B, S+1] policy log-prob sums and counts.
-            reference: [2B, S+1] reference log-prob sums and counts.
+            reference: [2B, S+1] reference log-prob sums and counts (None for a reference-free variant).
 
         Returns:
             (chosen [B, S+1], rejected [B, S+1], mask [B, S+1] bool: term has a token on at least one side).
         """
-        reference = self.check_logps(policy, reference)
-        chosen_pol, rejected_pol = self.split(policy)
-        chosen_ref, rejected_ref = self.split(reference)
-        chosen = self.beta * (chosen_pol.sums - chosen_ref.sums).detach()
-        rejected = self.beta * (rejected_pol.sums - rejected_ref.sums).detach()
-        mask = (chosen_pol.counts > 0) | (rejected_pol.counts > 0)
-        return chosen, rejected, mask
+        pairs = self.pair_logps(policy, reference, slice(None))
+        chosen, rejected = pairs.logratios()
+        return self.beta * chosen.detach(), self.beta * rejected.detach(), pairs.term_mask()
+
+    def batch_pairs(self, pairs: PairLogps) -> tuple[PairLogps, slice]:
+        """The pairs every process holds, and the rows of this process's own among them (all, in one process).
+
+        Only a batch-wide variant gathers (AOT sorts the whole batch); the gather keeps gradients to this process's
+        rows, so each process's loss is the mean over the whole batch and DDP's mean of gradients is its gradient.
+        """
+        rows = pairs.chosen.shape[0]
+        if self.collective is None or not self.spec.batch_wide or not self.training:
+            return pairs, slice(0, rows)
+        gather = self.collective.all_gather
+        sizes = self.collective.all_gather_sizes(rows)
+        start = sum(sizes[: self.collective.rank])
+
+        def gathered(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else gather(t, sizes)
+
+        chosen, rejected = gather(pairs.chosen, sizes), gather(pairs.rejected, sizes)
+        whole = PairLogps(
+            chosen,
+            rejected,
+            gathered(pairs.ref_chosen),
+            gathered(pairs.ref_rejected),
+            gathered(pairs.chosen_counts),
+            gathered(pairs.rejected_counts),
+        )
+        return whole, slice(start, start + rows)
+
+    def bco_shift(self, pairs: PairLogps) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """``bco_pair``'s delta per term [K] (this batch's rewards included; the buffers advance in training), and
+        its metrics; (None, {}) without the running mean."""
+        if not self.bco_running_mean:
+            return None, {}
+        rho_w, rho_l = pairs.logratios()
+        sums, counts = bco_batch_sums(self.beta * rho_w, self.beta * rho_l, pairs.term_mask())
+        if self.collective is not None and self.training:
+            sums, counts = self.collective.all_reduce_sum(sums), self.collective.all_reduce_sum(counts)
+        total_sum = self.get_buffer("bco_reward_sum") + sums
+        total_count = self.get_buffer("bco_reward_count") + counts
+        if self.training:
+            self.get_buffer("bco_reward_sum").copy_(total_sum)
+            self.get_buffer("bco_reward_count").copy_(total_count)
+        shift = torch.where(total_count > 0, total_sum / total_count.clamp(min=1.0), torch.zeros_like(total_sum))
+        names = self.term_names[-shift.shape[0] :]
+        return shift.to(rho_w.dtype), {f"bco/shift/{name}": shift[k].float() for k, name in enumerate(names)}
 
 
 class DPOLoss(PairedPreferenceLoss):
     """DPO (or a variant) on the whole-response column.
 
-    Args:
-        beta: inverse temperature.
-        variant: ``sigmoid`` | ``ipo`` | ``hinge`` | ``robust`` (see ``hipo.losses.dpo``).
-        label_smoothing: cDPO eps (``sigmoid``) or flip rate (``robust``).
-        segment_names: the S named segments (for the per-segment reward metrics); default Rq, Mt, Ra.
-        nll_weight: α, the weight of the chosen responses' NLL added to the loss (RPO; 0: none).
+    Args: those of :class:`PairedPreferenceLoss` (``segment_names`` for the per-segment reward metrics).
     """
 
-    def __init__(
-        self,
-        beta: float = 0.1,
-        variant: str = "sigmoid",
-        label_smoothing: float = 0.0,
-        segment_names: Sequence[str] = DEFAULT_SEGMENTS,
-        nll_weight: float = 0.0,
-    ) -> None:
-        super().__init__(beta, segment_names, variant, label_smoothing, nll_weight)
+    def loss_terms(self) -> int:
+        return 1
 
     def forward(self, policy: SegmentLogps, reference: SegmentLogps | None, batch: TokenBatch) -> LossOutput:
-        reference = self.check_logps(policy, reference)
         chosen_rewards, rejected_rewards, mask = self.implicit_rewards(policy, reference)
-        chosen_pol, rejected_pol = self.split(policy)
-        chosen_ref, rejected_ref = self.split(reference)
+        local = self.pair_logps(policy, reference, slice(-1, None))
+        shift, shift_metrics = self.bco_shift(local)
+        pairs, own = self.batch_pairs(local)
         out = dpo_loss(
-            chosen_pol.sums[:, -1],
-            rejected_pol.sums[:, -1],
-            chosen_ref.sums[:, -1],
-            rejected_ref.sums[:, -1],
+            pairs.chosen[:, 0],
+            pairs.rejected[:, 0],
+            None if pairs.ref_chosen is None else pairs.ref_chosen[:, 0],
+            None if pairs.ref_rejected is None else pairs.ref_rejected[:, 0],
             beta=self.beta,
             variant=self.variant,
             label_smoothing=self.label_smoothing,
+            chosen_counts=None if pairs.chosen_counts is None else pairs.chosen_counts[:, 0],
+            rejected_counts=None if pairs.rejected_counts is None else pairs.rejected_counts[:, 0],
+            options=self.options,
+            bco_shift=shift,
         )
         metrics = pair_metrics(chosen_rewards, rejected_rewards, mask, self.term_names)
-        return self.with_nll(LossOutput(loss=out.losses.mean(), per_example=out.losses, metrics=metrics), policy, batch)
+        metrics.update(shift_metrics)
+        loss = LossOutput(loss=out.losses.mean(), per_example=out.losses[own], metrics=metrics)
+        return self.with_nll(loss, policy, batch)
 
 
 class HiPOLoss(PairedPreferenceLoss):
-    """Segment-level HiPO loss: per-segment and whole-response terms fused by a weight module.
+    """Segment-level HiPO loss: per-segment and whole-response terms, each scored by the variant, fused by a
+    weight module.
 
-    Args:
-        beta: inverse temperature shared by all terms.
-        weights: a ``SegmentWeights`` module with S+1 terms (a submodule: learned weights are parameters).
-        variant: per-term function (see ``hipo.losses.dpo``).
-        label_smoothing: cDPO eps (``sigmoid``) or flip rate (``robust``).
-        segment_names: the S named segments.
-        nll_weight: α, the weight of the chosen responses' NLL added to the loss (RPO; 0: none).
+    Args: as :class:`PairedPreferenceLoss`, plus ``weights``: a ``SegmentWeights`` module with S+1 terms (a
+    submodule: learned weights are parameters). ``beta`` is shared by all terms.
     """
 
     weights: SegmentWeights  # always set (validated): the base's ``SegmentWeights | None`` narrowed
@@ -301,35 +402,57 @@ class HiPOLoss(PairedPreferenceLoss):
         self,
         beta: float = 0.2,
         weights: SegmentWeights | None = None,
-        variant: str = "sigmoid",
+        variant: str | Sequence[str] = "sigmoid",
         label_smoothing: float = 0.0,
         segment_names: Sequence[str] = DEFAULT_SEGMENTS,
-        nll_weight: float = 0.0,
+        nll_weight: float | None = None,
+        variant_weights: Sequence[float] | None = None,
+        f_divergence: str = "reverse_kl",
+        f_alpha: float = 0.5,
+        discopop_tau: float = 0.05,
+        simpo_gamma: float = 0.5,
+        bco_running_mean: bool = True,
     ) -> None:
-        super().__init__(beta, segment_names, variant, label_smoothing, nll_weight)
+        super().__init__(
+            beta,
+            segment_names,
+            variant,
+            label_smoothing,
+            nll_weight,
+            variant_weights,
+            f_divergence,
+            f_alpha,
+            discopop_tau,
+            simpo_gamma,
+            bco_running_mean,
+        )
         self.weights = checked_weights(self, weights)
 
     def forward(self, policy: SegmentLogps, reference: SegmentLogps | None, batch: TokenBatch) -> LossOutput:
-        reference = self.check_logps(policy, reference)
-        chosen_pol, rejected_pol = self.split(policy)
-        chosen_ref, rejected_ref = self.split(reference)
+        local = self.pair_logps(policy, reference, slice(None))
+        shift, shift_metrics = self.bco_shift(local)
+        pairs, own = self.batch_pairs(local)
         weights = self.weights()
         out = hipo_loss(
-            chosen_pol.sums,
-            rejected_pol.sums,
-            chosen_ref.sums,
-            rejected_ref.sums,
+            pairs.chosen,
+            pairs.rejected,
+            pairs.ref_chosen,
+            pairs.ref_rejected,
             weights,
             beta=self.beta,
-            chosen_counts=chosen_pol.counts,
-            rejected_counts=rejected_pol.counts,
+            chosen_counts=pairs.chosen_counts,
+            rejected_counts=pairs.rejected_counts,
             variant=self.variant,
             label_smoothing=self.label_smoothing,
+            options=self.options,
+            bco_shift=shift,
         )
         loss = out.losses.mean() + self.weights.penalty()
-        metrics = pair_metrics(out.chosen_rewards, out.rejected_rewards, out.term_mask, self.term_names)
+        chosen_rewards, rejected_rewards = out.chosen_rewards[own], out.rejected_rewards[own]
+        metrics = pair_metrics(chosen_rewards, rejected_rewards, local.term_mask(), self.term_names)
         metrics.update(term_loss_metrics(self.term_names, weights, out.term_losses, out.term_mask))
-        return self.with_nll(LossOutput(loss=loss, per_example=out.losses, metrics=metrics), policy, batch)
+        metrics.update(shift_metrics)
+        return self.with_nll(LossOutput(loss=loss, per_example=out.losses[own], metrics=metrics), policy, batch)
 
 
 class KTOLoss(PreferenceLoss):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -40,3 +41,22 @@ class LossOutput:
     loss: torch.Tensor
     per_example: torch.Tensor
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class BatchCollective(Protocol):
+    """What a loss needs from the processes of a DDP job to compute state defined over the whole batch."""
+
+    rank: int
+
+    def all_gather_sizes(self, rows: int) -> list[int]:
+        """Every process's row count, in rank order."""
+        ...
+
+    def all_gather(self, tensor: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+        """Every process's ``tensor`` ([rows_r, ...], rows given by ``sizes``) concatenated in rank order along dim 0;
+        differentiable: the gradient reaching each slice flows back to the process that holds it."""
+        ...
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The sum over processes of ``tensor`` (no gradient)."""
+        ...

@@ -24,6 +24,7 @@ from hipo.data.batch import TokenBatch
 from hipo.losses.modules import PreferenceLoss
 from hipo.losses.types import LossOutput, SegmentLogps
 from hipo.models.logprobs import sequence_segment_logps
+from hipo.training.collective import TorchCollective
 from hipo.training.held_out import HeldOutNLL, HeldOutPreferenceMetrics
 
 ReferenceFn = Callable[[TokenBatch], SegmentLogps]
@@ -108,6 +109,11 @@ class PreferenceModule(L.LightningModule):
         return dataclasses.replace(batch, nll_tokens=max(float(total) / trainer.world_size, 1.0))
 
     # ---- Lightning hooks -------------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        # Under DDP the loss reaches the other processes for state defined over the whole batch (BCO, AOT).
+        if self._trainer is not None and self.trainer.world_size > 1:
+            self.loss_fn.collective = TorchCollective()
+
     def training_step(self, batch: TokenBatch, batch_idx: int) -> torch.Tensor:
         self.policy_equals_reference = False
         self.loss_fn.set_step(self.global_step)  # scheduled weights (e.g. StagedWeights) follow the optimizer step
@@ -127,7 +133,11 @@ class PreferenceModule(L.LightningModule):
         valid = batch.example_ids >= 0  # -1: shard padding
         chosen_rows = int(batch.example_ids.numel())  # rows 0..B-1: the chosen responses (then, paired, rejected)
         if not self.loss_fn.needs_reference:
-            self.held_out_nll.update(self.policy_logps(batch).rows(0, chosen_rows), valid)
+            policy = self.policy_logps(batch)
+            if self.loss_fn.paired:  # a reference-free preference loss: its rewards are beta * log pi
+                zeros = SegmentLogps(torch.zeros_like(policy.sums), policy.counts)
+                self.held_out.update(policy, zeros, beta=self.loss_fn.beta, valid=valid, pair_ids=batch.example_ids)
+            self.held_out_nll.update(policy.rows(0, chosen_rows), valid)
             return
         key = (batch_idx, *batch.example_ids.tolist())
         reference = self._val_reference.get(key)
@@ -152,8 +162,9 @@ class PreferenceModule(L.LightningModule):
             self.log(f"val/{key}", value, rank_zero_only=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.checkpoint_trainable_only:
+        if self.checkpoint_trainable_only:  # trainable tensors and the loss's state (BCO's running reward mean)
             trainable = {name for name, p in self.named_parameters() if p.requires_grad}
+            trainable |= {f"loss_fn.{name}" for name, _ in self.loss_fn.named_buffers()}
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
 
     # ---- optimization ----------------------------------------------------------------------------------------------
