@@ -14,6 +14,7 @@ from hipo.config.register import register_configs
 from hipo.models.reference import build_reference
 from hipo.perf.config import LogprobMemoryConfig
 from hipo.perf.logprob_memory import measure_once
+from hipo.perf.suite import record_names
 from hipo.perf.variant import VariantRunner
 
 pytestmark = pytest.mark.slow  # perf compositions, smoke runs, training steps and memory measurements
@@ -70,7 +71,7 @@ def test_every_perf_config_composes(group: str) -> None:
         perf = to_perf_config(compose_perf([f"perf/{group}={path.stem}"]))
         assert getattr(perf, group).name == path.stem
         if group == "suite":
-            names = set(perf.suite.variants) | {f"same/{loss}" for loss in perf.suite.same_process_losses}
+            names = set(record_names(perf.suite))
             assert all(r.numerator in names and r.denominator in names for r in perf.suite.ratios), path
 
 

@@ -12,11 +12,28 @@ from dataclasses import dataclass, field, replace
 from omegaconf import MISSING
 
 LOSSES = ("dpo", "hipo", "kto")
-FRAMEWORKS = ("hipo", "trl")
+FRAMEWORKS = ("hipo", "hipo_train", "trl")
 REFERENCES = ("live", "cached")
 DTYPES = ("float32", "bfloat16", "float16")
 ISOLATIONS = ("auto", "process", "inline")
-METRICS = ("median_step_s", "useful_tokens_per_s", "peak_memory_gib")
+METRICS = ("median_step_s", "median_loop_step_s", "useful_tokens_per_s", "peak_memory_gib")
+# `hipo train` settings the hipo_train runner sets itself, so that both sides do the same work (not overridable)
+LOOP_OWNED_KEYS = (
+    "output_dir",
+    "seed",
+    "segments",
+    "logger",
+    "trainer",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.strategy",
+    "trainer.max_steps",
+    "trainer.max_epochs",
+    "trainer.precision",
+    "trainer.gradient_clip_val",
+    "trainer.accumulate_grad_batches",
+)
 
 
 @dataclass
@@ -69,8 +86,10 @@ class VariantConfig:
     """One training configuration to time.
 
     Attributes:
-        framework: hipo (the project's training step) | trl (TRL's ``DPOTrainer`` on the same model, pairs and
-            settings: see :mod:`hipo.perf.trl_variant`; needs the ``[compare]`` extra; loss dpo, not packed).
+        framework: hipo (the project's training step, stepped by hand) | hipo_train (the same model, pairs and
+            settings stepped by ``hipo train``'s Lightning Trainer, with its callbacks and MLflow logging: see
+            :mod:`hipo.perf.train_loop`) | trl (TRL's ``DPOTrainer`` on the same model, pairs and settings: see
+            :mod:`hipo.perf.trl_variant`; needs the ``[compare]`` extra; loss dpo, not packed).
         loss: dpo | hipo | kto (KTO sees the pairs as 2B unpaired examples plus 2B KL sequences).
         packed: padding-free rows (else one padded row per sequence).
         reference: live (a no-grad reference pass per step) | cached (precomputed before timing).
@@ -81,6 +100,9 @@ class VariantConfig:
         compile: ``torch.compile`` the decoder.
         gradient_checkpointing: recompute decoder activations in backward.
         attn_implementation: sdpa | eager | flash_attention_2.
+        train_overrides: (hipo_train only) overrides of the composed ``hipo train`` config, as on its command line
+            (``trainer.checkpoint_every_n_steps=1``, ``trainer.enable_progress_bar=false``); the keys of
+            ``LOOP_OWNED_KEYS`` are the runner's.
     """
 
     framework: str = "hipo"
@@ -93,6 +115,7 @@ class VariantConfig:
     compile: bool = False
     gradient_checkpointing: bool = False
     attn_implementation: str = "sdpa"
+    train_overrides: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -115,11 +138,15 @@ class SuiteConfig:
         same_process_losses: paired losses (e.g. [dpo, hipo]) also timed in ONE process on ONE model: each round
             takes the next batch and runs one step per loss on it (rotating the order), swapping only the loss
             module. This isolates the loss's own cost from process-to-process noise; records ``same/<loss>``.
+        same_process_loop: a ``framework: hipo_train`` variant also timed against its bare step in ONE process on
+            ONE model: before each of the loop's steps, outside its clocks, the same batch takes a bare step (by
+            hand, its own optimizer); records ``same/bare`` and ``same/loop`` (null: not run).
     """
 
     name: str = MISSING
     variants: dict[str, VariantConfig] = field(default_factory=dict)
     same_process_losses: list[str] = field(default_factory=list)
+    same_process_loop: VariantConfig | None = None
     ratios: list[RatioConfig] = field(default_factory=list)
 
 
@@ -202,6 +229,16 @@ def check_variant(name: str, variant: VariantConfig) -> None:
             raise ValueError(f"{where}: framework=trl needs packed=false (TRL 1.16 disables padding_free)")
         if variant.autocast is not None:
             raise ValueError(f"{where}: framework=trl times pure-dtype steps; set autocast=null")
+    if variant.train_overrides and variant.framework != "hipo_train":
+        raise ValueError(f"{where}.train_overrides: only framework=hipo_train runs `hipo train`'s config")
+    for override in variant.train_overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        well_formed = "=" in override or override.startswith("~")
+        if not well_formed or key in LOOP_OWNED_KEYS or key.startswith("logger."):
+            raise ValueError(
+                f"{where}.train_overrides: {override!r} is not KEY=VALUE (or ~KEY) of a setting the perf run leaves "
+                f"to the config (it sets {', '.join(LOOP_OWNED_KEYS)} and logger.* itself)"
+            )
 
 
 def resolve_variant(cfg: PerfConfig, name: str, variant: VariantConfig) -> VariantConfig:

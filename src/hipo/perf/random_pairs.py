@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from hipo.data.batch import TokenBatch
@@ -59,6 +61,25 @@ def synthetic_pairs(
     return pairs
 
 
+def batch_collator(
+    num_segments: int, paired: bool, packed: bool, pack_length: int, pad_id: int = 2
+) -> Callable[[list[TokenizedPair]], TokenBatch]:
+    """``pairs -> TokenBatch`` by the data layer's collators.
+
+    Paired: 2B sequences (chosen, rejected). Unpaired (KTO): the same 2B sequences as examples plus 2B KL sequences.
+    """
+    if paired:
+        return PairCollator(pad_id, num_segments, packed, pack_length)
+    collate = UnpairedCollator(pad_id, num_segments, packed, pack_length)
+    return lambda pairs: collate(unpair(pairs))
+
+
+def batch_groups(count: int, pairs_per_step: int) -> list[list[int]]:
+    """The pair indices of each batch: consecutive groups of ``pairs_per_step`` (a short remainder is dropped)."""
+    starts = range(0, count - pairs_per_step + 1, pairs_per_step)
+    return [list(range(start, start + pairs_per_step)) for start in starts]
+
+
 def synthetic_batches(
     pairs: list[TokenizedPair],
     pairs_per_step: int,
@@ -68,18 +89,9 @@ def synthetic_batches(
     pack_length: int,
     pad_id: int = 2,
 ) -> list[TokenBatch]:
-    """Consecutive groups of ``pairs_per_step`` pairs collated by the data layer's collators.
-
-    Paired: 2B sequences (chosen, rejected). Unpaired (KTO): the same 2B sequences as examples plus 2B KL sequences.
-    """
-    batches = []
-    for start in range(0, len(pairs) - pairs_per_step + 1, pairs_per_step):
-        group = pairs[start : start + pairs_per_step]
-        if paired:
-            batches.append(PairCollator(pad_id, num_segments, packed, pack_length)(group))
-        else:
-            batches.append(UnpairedCollator(pad_id, num_segments, packed, pack_length)(unpair(group)))
-    return batches
+    """The batches of :func:`batch_groups`, collated by :func:`batch_collator`."""
+    collate = batch_collator(num_segments, paired, packed, pack_length, pad_id)
+    return [collate([pairs[i] for i in group]) for group in batch_groups(len(pairs), pairs_per_step)]
 
 
 def useful_tokens(batch: TokenBatch) -> int:

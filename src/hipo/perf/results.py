@@ -10,6 +10,8 @@ from typing import Any
 
 from hipo.perf.config import METRICS, RatioConfig
 
+TIME_METRICS = ("median_step_s", "median_loop_step_s")  # a ratio of times: (ratio - 1) is the numerator's overhead
+
 
 @dataclass
 class VariantResult:
@@ -17,6 +19,8 @@ class VariantResult:
 
     ``useful_tokens_per_s`` = sum over the distinct batches seen of their scored response tokens / sum of each
     batch's MEDIAN step time (robust to load spikes, and every batch weighs once whatever the step count).
+    ``loop_step_s``: each timed step's loop span (:mod:`hipo.perf.clock`: the step and everything the training loop
+    does until the next one); empty where no loop ran around the steps.
     """
 
     variant: str
@@ -32,11 +36,16 @@ class VariantResult:
     reference_setup_s: float
     trainable_parameters: int
     device: str
+    loop_step_s: list[float] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def median_step_s(self) -> float:
         return float(statistics.median(self.step_s))
+
+    @property
+    def median_loop_step_s(self) -> float | None:
+        return float(statistics.median(self.loop_step_s)) if self.loop_step_s else None
 
     @property
     def useful_tokens_per_s(self) -> float:
@@ -55,8 +64,10 @@ class VariantResult:
             "useful_tokens_per_s": self.useful_tokens_per_s,
             "median_step_s": self.median_step_s,
             "peak_memory_gib": self.peak_memory_gib,
+            "median_loop_step_s": self.median_loop_step_s,
             **self.settings,
             "step_s": self.step_s,
+            "loop_step_s": self.loop_step_s,
             "useful_tokens_per_step": self.useful_tokens,
             "batch_index": self.batch_index,
             "loss": self.losses,
@@ -79,6 +90,8 @@ def compute_ratios(records: dict[str, dict[str, Any]], ratios: list[RatioConfig]
         for side in (ratio.numerator, ratio.denominator):
             if side not in records:
                 raise ValueError(f"perf.suite.ratios[{ratio.name}] names {side!r}, not a variant: {sorted(records)}")
+            if records[side].get(ratio.metric) is None:
+                raise ValueError(f"perf.suite.ratios[{ratio.name}]: variant {side!r} has no {ratio.metric}")
         denominator = float(records[ratio.denominator][ratio.metric])
         value = float(records[ratio.numerator][ratio.metric]) / denominator if denominator else float("nan")
         met = None
@@ -91,13 +104,15 @@ def compute_ratios(records: dict[str, dict[str, Any]], ratios: list[RatioConfig]
 def format_table(records: list[dict[str, Any]], ratios: list[dict[str, Any]]) -> str:
     """A plain-text table of the variants and their ratios."""
     lines = [
-        f"{'variant':<24} {'useful tok/s':>13} {'median step s':>14} {'peak GiB':>9} {'trainable':>12} "
-        f"{'step-0 loss':>12}"
+        f"{'variant':<24} {'useful tok/s':>13} {'median step s':>14} {'loop step s':>12} {'peak GiB':>9} "
+        f"{'trainable':>12} {'step-0 loss':>12}"
     ]
     for r in records:
+        loop = r.get("median_loop_step_s")
         lines.append(
             f"{r['variant']:<24} {r['useful_tokens_per_s']:>13.1f} {r['median_step_s']:>14.3f} "
-            f"{r['peak_memory_gib']:>9.2f} {r['trainable_parameters']:>12,} {r.get('step0_loss', float('nan')):>12.6f}"
+            f"{'-' if loop is None else f'{loop:.3f}':>12} {r['peak_memory_gib']:>9.2f} "
+            f"{r['trainable_parameters']:>12,} {r.get('step0_loss', float('nan')):>12.6f}"
         )
     if ratios:
         lines.append("")
@@ -105,9 +120,10 @@ def format_table(records: list[dict[str, Any]], ratios: list[dict[str, Any]]) ->
         for q in ratios:
             target = "" if q["target"] is None else f"  target {'<=' if q['direction'] == 'le' else '>='} {q['target']}"
             verdict = "" if q["met"] is None else ("  MET" if q["met"] else "  NOT MET")
+            overhead = f" ({100 * (q['value'] - 1):+.1f} %)" if q["metric"] in TIME_METRICS else ""
             lines.append(
                 f"  {q['name']}: {q['numerator']} / {q['denominator']} ({q['metric']}) = {q['value']:.3f}"
-                f"{target}{verdict}"
+                f"{overhead}{target}{verdict}"
             )
     return "\n".join(lines)
 

@@ -2,7 +2,9 @@
 
 ``process`` isolation (default on CPU): each variant lives in its own spawned worker process; the parent steps the
 workers round-robin (one step each per round, rotating who goes first), so every variant is measured over the same
-wall-clock span and a load spike of a shared machine hits all of them alike; each worker's peak RSS is its own.
+wall-clock span and a load spike of a shared machine hits all of them alike; each worker's peak RSS is its own. A
+worker answers a step once it waits for the next one, so the work a training loop does after a step (logging,
+checkpoints, the next batch) never overlaps another worker's step.
 ``inline`` (default on GPU): variants run one after another in this process; the peak is CUDA
 ``max_memory_allocated`` (or, on CPU, the RSS high-water mark reset before the variant: an upper bound, since
 memory freed by an earlier variant may stay mapped).
@@ -13,6 +15,7 @@ from __future__ import annotations
 import gc
 import multiprocessing as mp
 import os
+import time
 import traceback
 from dataclasses import asdict
 from multiprocessing.connection import Connection
@@ -20,15 +23,17 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from hipo.perf.config import PerfConfig, VariantConfig
+from hipo.perf.clock import StepResult
+from hipo.perf.config import PerfConfig, SuiteConfig, VariantConfig, check_variant
 from hipo.perf.memory import GIB, current_rss_bytes, peak_bytes, reset_peak
 from hipo.perf.results import VariantResult
-from hipo.perf.variant import StepResult, VariantRunner, build_loss, resolve_device
+from hipo.perf.variant import VariantRunner, build_loss, resolve_device
 
 if TYPE_CHECKING:
+    from hipo.perf.train_loop import TrainLoopRunner
     from hipo.perf.trl_variant import TRLRunner
 
-    Runner = VariantRunner | TRLRunner
+    Runner = VariantRunner | TRLRunner | TrainLoopRunner
 
 
 def _set_threads(cfg: PerfConfig) -> None:
@@ -36,11 +41,16 @@ def _set_threads(cfg: PerfConfig) -> None:
 
 
 def make_runner(cfg: PerfConfig, name: str, variant: VariantConfig) -> Runner:
-    """The runner of ``variant``: the project's training step, or TRL's ``DPOTrainer`` (``framework: trl``)."""
+    """The runner of ``variant``: the project's training step, ``hipo train``'s loop around it
+    (``framework: hipo_train``) or TRL's ``DPOTrainer`` (``framework: trl``)."""
     if variant.framework == "trl":
         from hipo.perf.trl_variant import TRLRunner
 
         return TRLRunner(cfg, name, variant)
+    if variant.framework == "hipo_train":
+        from hipo.perf.train_loop import TrainLoopRunner
+
+        return TrainLoopRunner(cfg, name, variant)
     return VariantRunner(cfg, name, variant)
 
 
@@ -61,24 +71,36 @@ def _finish(runner: Runner, steps: list[StepResult], memory_method: str, baselin
         reference_setup_s=runner.reference_setup_s,
         trainable_parameters=runner.trainable,
         device=str(runner.device),
-        extra={"step0_loss": steps[0].loss if steps else float("nan")},
+        loop_step_s=[s.loop_seconds for s in timed if s.loop_seconds is not None],
+        extra={"step0_loss": steps[0].loss if steps else float("nan"), **getattr(runner, "extra", {})},
     )
 
 
 def _worker(conn: Connection, cfg: PerfConfig, name: str, variant: VariantConfig) -> None:
-    """A spawned worker: build the variant, run one step per ``step`` command, answer ``finish`` with the result."""
+    """A spawned worker: build the variant, run one step per ``step`` command (answered once the worker waits for
+    the next one), answer ``finish`` with the result."""
     try:
         _set_threads(cfg)
         baseline = current_rss_bytes()
         runner = make_runner(cfg, name, variant)
         conn.send(("ready", runner.setup_s))
+        done: list[StepResult] = []
+        answered = 0
+
+        def answer() -> None:  # the step before is over, loop included: the parent may start another worker's
+            nonlocal answered
+            if answered < len(done):
+                conn.send(("step", done[-1].seconds))
+                answered = len(done)
 
         def wait_for_step() -> None:
+            answer()
             command = conn.recv()
             if command != "step":
                 raise RuntimeError(f"expected a step command, got {command!r}")
 
-        steps = runner.run(cfg.warmup_steps + cfg.steps, wait_for_step, lambda r: conn.send(("step", r.seconds)))
+        steps = runner.run(cfg.warmup_steps + cfg.steps, wait_for_step, done.append)
+        answer()
         command = conn.recv()
         if command != "finish":
             raise RuntimeError(f"expected the finish command, got {command!r}")
@@ -184,10 +206,53 @@ def run_same_process_losses(cfg: PerfConfig, log: Any = print) -> list[VariantRe
     return results
 
 
+def run_same_process_loop(cfg: PerfConfig, variant: VariantConfig, log: Any = print) -> list[VariantResult]:
+    """``hipo train``'s loop and the bare step on one model, in this process (see
+    :class:`hipo.perf.config.SuiteConfig`): records ``same/bare`` (a bare step's loop span is the step itself) and
+    ``same/loop``; peak memory is the shared process's."""
+    check_variant("same_process_loop", variant)
+    if variant.framework != "hipo_train":
+        raise ValueError(f"perf.suite.same_process_loop.framework must be hipo_train, got {variant.framework!r}")
+    from hipo.perf.train_loop import TrainLoopRunner
+
+    _set_threads(cfg)
+    runner = TrainLoopRunner(cfg, "same/loop", variant)
+    bare: list[StepResult] = []
+
+    def bare_step() -> None:  # the batch the loop's next step takes, stepped by hand
+        started = time.perf_counter()
+        result = runner.bare.step(len(bare) % len(runner.bare.batches))
+        result.loop_seconds = time.perf_counter() - started
+        bare.append(result)
+
+    def log_step(result: StepResult) -> None:
+        log(f"  same process, step {len(bare)}: bare {bare[-1].seconds:.3f} s, loop {result.seconds:.3f} s")
+
+    try:
+        loop = runner.run(cfg.warmup_steps + cfg.steps, bare_step, log_step)
+    finally:
+        runner.close()
+    method = "shared process (one model for the bare step and the loop)"
+    records = [_finish(runner, bare, method, 0), _finish(runner, loop, method, 0)]
+    records[0].variant, records[0].settings = "same/bare", {**asdict(runner.variant), "framework": "hipo"}
+    records[0].extra = {"step0_loss": records[0].extra["step0_loss"]}
+    return records
+
+
+def record_names(suite: SuiteConfig) -> list[str]:
+    """The records a run of ``suite`` produces, in order (what its ratios may name)."""
+    names = [*suite.variants, *(f"same/{loss}" for loss in suite.same_process_losses)]
+    return names + (["same/bare", "same/loop"] if suite.same_process_loop is not None else [])
+
+
 def run_suite(cfg: PerfConfig, log: Any = print) -> list[VariantResult]:
-    """Runs ``cfg.suite.variants`` under the configured isolation."""
-    if not cfg.suite.variants and not cfg.suite.same_process_losses:
-        raise ValueError("perf.suite.variants and perf.suite.same_process_losses are empty: nothing to run")
+    """Runs ``cfg.suite.variants`` under the configured isolation, then the same-process comparisons."""
+    suite = cfg.suite
+    if not suite.variants and not suite.same_process_losses and suite.same_process_loop is None:
+        raise ValueError(
+            "perf.suite.variants, perf.suite.same_process_losses and perf.suite.same_process_loop are empty: "
+            "nothing to run"
+        )
     if cfg.steps < 1 or cfg.warmup_steps < 0 or cfg.pairs_per_step < 1 or cfg.num_batches < 1:
         raise ValueError("perf.steps, perf.pairs_per_step and perf.num_batches must be >= 1, warmup_steps >= 0")
     isolation = cfg.isolation
@@ -199,4 +264,6 @@ def run_suite(cfg: PerfConfig, log: Any = print) -> list[VariantResult]:
     results = run(cfg, dict(cfg.suite.variants), log) if cfg.suite.variants else []
     if cfg.suite.same_process_losses:
         results += run_same_process_losses(cfg, log)
+    if cfg.suite.same_process_loop is not None:
+        results += run_same_process_loop(cfg, cfg.suite.same_process_loop, log)
     return results

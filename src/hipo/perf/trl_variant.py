@@ -15,7 +15,8 @@ Needs the optional extra ``pip install -e .[compare]`` (``trl==1.16.0``). What i
   ``cached`` = ``precompute_ref_log_probs=True`` (TRL scores the dataset once before training).
 
 A step is TRL's as a user runs it: ``Trainer.train`` with its loop, timed from ``on_step_begin`` (the batch already
-collated) to ``on_step_end`` (after the optimizer and scheduler steps). Useful tokens are TRL's own
+collated) to ``on_step_end`` (after the optimizer and scheduler steps); its loop span runs to the next
+``on_step_begin`` (the last one's to ``on_train_end``). Useful tokens are TRL's own
 ``completion_mask`` sum: every response token of the chosen and rejected sequences, which TRL scores -- the same
 count as the project's ``segment_ids >= 0``.
 """
@@ -34,10 +35,11 @@ from hipo.data.tokenize import TokenizedPair
 from hipo.errors import ConfigError
 from hipo.models.loading import DEFAULT_MODEL, load_tokenizer, resolve_dtype
 from hipo.models.lora import apply_lora
+from hipo.perf.clock import StepClock, StepResult
 from hipo.perf.config import PerfConfig, VariantConfig, resolve_variant
 from hipo.perf.random_pairs import synthetic_pairs
 from hipo.perf.shapes import build_shape_model
-from hipo.perf.variant import DPO_BETA, StepResult, resolve_device, synchronize
+from hipo.perf.variant import DPO_BETA, resolve_device
 
 TRL_VERSION = "1.16.0"
 
@@ -191,24 +193,21 @@ class TRLRunner:
 
 
 class _StepClock(TrainerCallback):
-    """Times each optimizer step of :class:`TRLRunner`'s trainer."""
+    """Times each optimizer step of :class:`TRLRunner`'s trainer (and the loop around it: :class:`StepClock`)."""
 
     def __init__(
         self, runner: TRLRunner, before_step: Callable[[], None], after_step: Callable[[StepResult], None]
     ) -> None:
-        self.runner, self.before_step, self.after_step = runner, before_step, after_step
-        self.results: list[StepResult] = []
-        self._started = 0.0
+        self.runner = runner
+        self.clock = StepClock(runner.device, before_step, after_step)
+        self.results = self.clock.results
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.before_step()
-        synchronize(self.runner.device)
-        self._started = time.perf_counter()
+        self.clock.begin()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        synchronize(self.runner.device)
-        seconds = time.perf_counter() - self._started
         tokens, loss = self.runner.trainer.perf_last
-        result = StepResult(seconds, tokens, loss, len(self.results) % self.runner.num_batches)
-        self.results.append(result)
-        self.after_step(result)
+        self.clock.end(tokens, loss, len(self.results) % self.runner.num_batches)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.clock.finish()

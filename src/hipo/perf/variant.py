@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,6 +20,7 @@ from hipo.losses.weights import FixedWeights
 from hipo.models.loading import enable_gradient_checkpointing, maybe_compile, resolve_dtype
 from hipo.models.lora import apply_lora
 from hipo.models.reference import build_reference
+from hipo.perf.clock import StepClock, StepResult, synchronize
 from hipo.perf.config import PerfConfig, VariantConfig, resolve_variant
 from hipo.perf.random_pairs import synthetic_batches, synthetic_pairs, useful_tokens
 from hipo.perf.shapes import build_shape_model
@@ -47,21 +47,6 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@dataclass
-class StepResult:
-    """Duration (s) and useful tokens of one step, its loss value and which of the distinct batches it took."""
-
-    seconds: float
-    useful_tokens: int
-    loss: float
-    batch: int
 
 
 class VariantRunner:
@@ -93,6 +78,7 @@ class VariantRunner:
         self.loss = build_loss(variant.loss, list(cfg.segments))
         segments = len(cfg.segments)
         pairs = synthetic_pairs(cfg.mix, cfg.pairs_per_step * cfg.num_batches, segments, cfg.shape.vocab_size, cfg.seed)
+        self.pairs = pairs
         self.batches = [
             b.to(self.device)
             for b in synthetic_batches(
@@ -108,6 +94,7 @@ class VariantRunner:
             segment_names=list(cfg.segments),
             optim=OptimConfig(lr=cfg.lr, scheduler="constant"),
             logprob_chunk_size=cfg.logprob_chunk_size,
+            checkpoint_trainable_only=variant.lora,  # as `hipo train` builds it (only its loop variant saves)
         ).to(self.device)
         self.optimizer = self.module.configure_optimizers()["optimizer"]
         self.parameters = [p for p in self.module.parameters() if p.requires_grad]
@@ -171,12 +158,11 @@ class VariantRunner:
         self, total_steps: int, before_step: Callable[[], None], after_step: Callable[[StepResult], None]
     ) -> list[StepResult]:
         """``total_steps`` steps on the cycled batches; ``before_step`` runs before each step's clock starts."""
-        results = []
+        clock = StepClock(self.device, before_step, after_step)
         for _ in range(total_steps):
-            before_step()
-            results.append(self.step())
-            after_step(results[-1])
-        return results
+            clock.begin()
+            clock.add(self.step())
+        return clock.finish()
 
     def close(self) -> None:
         """Nothing to release (the TRL runner has a temporary folder)."""
