@@ -18,6 +18,7 @@ def build_tiny_model(
     seed: int = 0,
     pad_token_id: int = 2,
     eos_token_id: int = 2,
+    init_std: float = 0.02,
 ) -> LlamaForCausalLM:
     """A random Llama with SmolLM2's vocabulary (so the SmolLM2 tokenizer and chat template apply).
 
@@ -26,6 +27,7 @@ def build_tiny_model(
         hidden_size: width H.
         num_layers: number of decoder layers.
         seed: torch seed for the random init (the same seed gives the same weights).
+        init_std: the weights' init std (Llama's 0.02 gives a near-uniform model; larger spreads token log-probs).
     """
     config = LlamaConfig(
         vocab_size=vocab_size,
@@ -39,6 +41,7 @@ def build_tiny_model(
         eos_token_id=eos_token_id,
         bos_token_id=1,
         tie_word_embeddings=True,
+        initializer_range=init_std,
     )
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)

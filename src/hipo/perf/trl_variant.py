@@ -74,7 +74,7 @@ def pretokenized_dataset(pairs: list[TokenizedPair]) -> Any:
     return Dataset.from_list(rows)
 
 
-def _trainer_class(trl: Any) -> Any:
+def pretokenized_trainer_class(trl: Any) -> Any:
     """``DPOTrainer`` that accepts already-tokenized pairs and records each step's scored tokens and loss."""
 
     class PretokenizedDPOTrainer(trl.DPOTrainer):  # type: ignore[misc,name-defined]  # trl is imported lazily
@@ -132,7 +132,7 @@ class TRLRunner:
             cfg.mix, cfg.pairs_per_step * cfg.num_batches, len(cfg.segments), cfg.shape.vocab_size, cfg.seed
         )
         self._output_dir = tempfile.TemporaryDirectory(prefix="hipo-perf-trl-")
-        self.trainer = _trainer_class(trl)(
+        self.trainer = pretokenized_trainer_class(trl)(
             model=model,
             args=self._training_args(trl),
             train_dataset=pretokenized_dataset(pairs),
