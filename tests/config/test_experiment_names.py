@@ -61,7 +61,7 @@ def test_onpolicy_cpu_runs_every_arm_at_one_beta_from_the_sft_adapter(method: st
     """Every arm of the on-policy study at beta 0.2, the NLL term exactly where the method's name says, the SFT
     adapter and the pairs file required, and the SFT run's evaluation prompt (the question alone)."""
     cfg = compose_config(["experiment=onpolicy_cpu", f"method={method}", "model.adapter_path=a", "data.path=p"])
-    assert cfg.loss.beta == 0.2 and cfg.loss.nll_weight == (1.0 if method.endswith("_nll") else 0.0)
+    assert cfg.loss.beta == 0.2 and cfg.loss.nll_weight == (1.0 if method.endswith("_nll") else None)
     sft = compose_config(["experiment=onpolicy_sft"])
     assert cfg.evaluate.generation.prompt_template == sft.evaluate.generation.prompt_template == "{question}"
     assert cfg.evaluate.limit == sft.evaluate.limit == 300 and list(cfg.benchmark) == list(sft.benchmark)

@@ -217,3 +217,14 @@ def test_variant_info_is_consistent() -> None:
     assert free == ["simpo", "cpo", "orpo"]
     assert {v for v, info in VARIANT_INFO.items() if info.nll_weight} == {"cpo", "orpo"}
     assert variant_spec(0.1, "orpo").default_nll_weight == 1.0 and variant_spec(0.1, "sigmoid").default_nll_weight == 0
+
+
+def test_unset_label_smoothing_is_each_variants_default() -> None:
+    """``label_smoothing=None``: EXO takes the paper's 1e-3, the rest 0; so ``[exo_pair, hinge]`` combines (one
+    shared eps could not: hinge takes none, EXO needs one)."""
+    spec = variant_spec(0.5, ["exo_pair", "hinge"], None, VariantOptions(variant_weights=(0.5, 0.5)))
+    assert spec.smoothing("exo_pair") == 1e-3 and spec.smoothing("hinge") == 0.0
+    assert shared("exo_pair", 0.5, None) == pytest.approx(shared("exo_pair", 0.5, 1e-3), abs=1e-15)
+    assert shared("sigmoid", 0.5, None) == pytest.approx(nls(1.0), abs=1e-15)
+    combined = 0.5 * shared("exo_pair", 0.5, 1e-3) + 0.5 * shared("hinge", 0.5, 0.0)
+    assert shared(("exo_pair", "hinge"), 0.5, None, variant_weights=(0.5, 0.5)) == pytest.approx(combined, abs=1e-12)

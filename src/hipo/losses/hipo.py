@@ -93,7 +93,7 @@ def hipo_loss(
     chosen_counts: torch.Tensor | None = None,
     rejected_counts: torch.Tensor | None = None,
     variant: str | Sequence[str] = "sigmoid",
-    label_smoothing: float = 0.0,
+    label_smoothing: float | None = None,
     *,
     options: VariantOptions | None = None,
     bco_shift: torch.Tensor | None = None,
@@ -110,7 +110,7 @@ def hipo_loss(
         chosen_counts: [B, S+1] token counts of the chosen cells, or None (every term present).
         rejected_counts: [B, S+1] token counts of the rejected cells; given together with ``chosen_counts``.
         variant: the per-term variant, or a list combined with ``options.variant_weights`` (MPO).
-        label_smoothing: eps of the variants that take one.
+        label_smoothing: eps of the variants that take one; None: each variant's default (EXO 1e-3, else 0).
         options: f-divergence, DiscoPOP's tau, SimPO's gamma, the combination's weights.
         bco_shift: [S+1] ``bco_pair``'s running reward mean per term (None: 0).
 

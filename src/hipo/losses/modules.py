@@ -200,7 +200,8 @@ class PairedPreferenceLoss(PreferenceLoss):
         beta: inverse temperature of the implicit reward beta * (log pi - log pi_ref).
         segment_names: the S named segments.
         variant: a variant name, or a list of them (MPO-style combination weighted by ``variant_weights``).
-        label_smoothing: eps of the variants that take one (cDPO, rDPO's flip rate, EXO, AOT, SimPO, CPO).
+        label_smoothing: eps of the variants that take one (cDPO, rDPO's flip rate, EXO, AOT, SimPO, CPO); None:
+            each variant's default (EXO 1e-3, else 0).
         nll_weight: α, the weight of the chosen responses' NLL added to the loss (RPO); None: the variant's own
             (1 for CPO and ORPO, else 0).
         variant_weights: one weight per variant of a combination (None: 1 each).
@@ -222,7 +223,7 @@ class PairedPreferenceLoss(PreferenceLoss):
         beta: float = 0.1,
         segment_names: Sequence[str] = DEFAULT_SEGMENTS,
         variant: str | Sequence[str] = "sigmoid",
-        label_smoothing: float = 0.0,
+        label_smoothing: float | None = None,
         nll_weight: float | None = None,
         variant_weights: Sequence[float] | None = None,
         f_divergence: str = "reverse_kl",
@@ -403,7 +404,7 @@ class HiPOLoss(PairedPreferenceLoss):
         beta: float = 0.2,
         weights: SegmentWeights | None = None,
         variant: str | Sequence[str] = "sigmoid",
-        label_smoothing: float = 0.0,
+        label_smoothing: float | None = None,
         segment_names: Sequence[str] = DEFAULT_SEGMENTS,
         nll_weight: float | None = None,
         variant_weights: Sequence[float] | None = None,

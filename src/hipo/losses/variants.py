@@ -79,6 +79,7 @@ class VariantInfo:
         length_normalised: divides each term's sums by that term's token count.
         f_divergence: accepts an f-divergence other than ``reverse_kl``.
         smoothing: (low, high, high included) range of ``label_smoothing``, or None (only 0 allowed).
+        default_smoothing: its ``label_smoothing`` when none is given (EXO: the paper's 1e-3; else 0).
         batch_wide: sorts the pairs of a batch against each other (gathered across processes under DDP).
         nll_weight: the default weight of the NLL term (CPO and ORPO include it).
         needs_both_sides: a term counts only where both responses have tokens in it (log odds of an empty segment
@@ -90,6 +91,7 @@ class VariantInfo:
     length_normalised: bool = False
     f_divergence: bool = False
     smoothing: tuple[float, float, bool] | None = None
+    default_smoothing: float = 0.0
     batch_wide: bool = False
     nll_weight: float = 0.0
     needs_both_sides: bool = False
@@ -103,7 +105,8 @@ VARIANT_INFO: dict[str, VariantInfo] = {
     "ipo_norm": VariantInfo("IPO on per-token means (TRL's ipo)", length_normalised=True, f_divergence=True),
     "hinge": VariantInfo("SLiC, Zhao et al. 2023", f_divergence=True),
     "robust": VariantInfo("rDPO, Chowdhury et al. 2024", f_divergence=True, smoothing=(0.0, 0.5, False)),
-    "exo_pair": VariantInfo("EXO, Ji et al. 2024", f_divergence=True, smoothing=(0.0, 1.0, False)),
+    "exo_pair": VariantInfo("EXO, Ji et al. 2024", f_divergence=True, smoothing=(0.0, 1.0, False),
+                            default_smoothing=1e-3),
     "discopop": VariantInfo("DiscoPOP, Lu et al. 2024", f_divergence=True),
     "sigmoid_norm": VariantInfo("DPO on per-token means (TRL's sigmoid_norm)", length_normalised=True,
                                 f_divergence=True),
@@ -150,18 +153,22 @@ class VariantSpec:
         beta: inverse temperature (> 0); IPO's tau, ORPO's lambda.
         variants: the variant names, in order.
         weights: one weight per variant.
-        label_smoothing: eps of the variants that take one (see :class:`VariantInfo`).
+        label_smoothing: eps of the variants that take one (see :class:`VariantInfo`); None: each variant's default.
         options: f-divergence, DiscoPOP's tau, SimPO's gamma.
     """
 
     beta: float
     variants: tuple[str, ...]
     weights: tuple[float, ...]
-    label_smoothing: float
+    label_smoothing: float | None
     options: VariantOptions
 
     def __post_init__(self) -> None:
         check_spec(self)
+
+    def smoothing(self, name: str) -> float:
+        """Variant ``name``'s eps: the given ``label_smoothing``, else the variant's default."""
+        return VARIANT_INFO[name].default_smoothing if self.label_smoothing is None else self.label_smoothing
 
     @property
     def needs_reference(self) -> bool:
@@ -191,7 +198,7 @@ class VariantSpec:
 def variant_spec(
     beta: float,
     variant: str | Sequence[str] = "sigmoid",
-    label_smoothing: float = 0.0,
+    label_smoothing: float | None = None,
     options: VariantOptions | None = None,
 ) -> VariantSpec:
     """A checked :class:`VariantSpec` (``variant`` a name or a list of names).
@@ -202,7 +209,8 @@ def variant_spec(
     options = options or VariantOptions()
     names = (variant,) if isinstance(variant, str) else tuple(str(v) for v in variant)
     weights = options.variant_weights if options.variant_weights is not None else (1.0,) * len(names)
-    return VariantSpec(float(beta), names, tuple(float(w) for w in weights), float(label_smoothing), options)
+    eps = None if label_smoothing is None else float(label_smoothing)
+    return VariantSpec(float(beta), names, tuple(float(w) for w in weights), eps, options)
 
 
 def check_spec(spec: VariantSpec) -> None:
@@ -225,9 +233,8 @@ def check_spec(spec: VariantSpec) -> None:
         raise ValueError(f"variant_weights must be {len(spec.variants)} finite numbers; got {list(spec.weights)}")
     if not (spec.beta > 0 and spec.beta < float("inf")):
         raise ValueError(f"beta must be a positive finite number; got {spec.beta!r}")
-    eps = spec.label_smoothing
     for name in spec.variants:
-        info = VARIANT_INFO[name]
+        info, eps = VARIANT_INFO[name], spec.smoothing(name)
         if info.smoothing is None:
             if eps != 0.0:
                 raise ValueError(f"label_smoothing is not defined for variant {name!r}; got {eps!r}")
@@ -357,7 +364,7 @@ def variant_losses(pairs: PairLogps, spec: VariantSpec, bco_shift: torch.Tensor 
 
 
 def _one_variant(name: str, pairs: PairLogps, spec: VariantSpec, bco_shift: torch.Tensor | None) -> torch.Tensor:
-    beta, eps, options = spec.beta, spec.label_smoothing, spec.options
+    beta, eps, options = spec.beta, spec.smoothing(name), spec.options
     rho_w, rho_l = pairs.logratios()
     n_w, n_l = pairs.lengths()
     if VARIANT_INFO[name].f_divergence:
