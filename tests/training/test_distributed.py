@@ -23,7 +23,10 @@ STEPS = ["trainer.max_steps=4", "trainer.checkpoint_every_n_steps=2"]
 def test_ddp_over_two_processes_equals_one_process_with_twice_the_batch(
     tmp_path: Path, mlflow_uri: str, isolated_data_cache: Path
 ) -> None:
-    common = [*TINY_TRAIN, *STEPS, f"logger.tracking_uri={mlflow_uri}", "seed=3"]
+    # AOT sorts the pairs of the whole batch, BCO shifts by the mean reward of every pair seen: both batch-wide, so
+    # under DDP they gather / all-reduce across the ranks, and the combination trains as one process would
+    variants = ["loss.variant=[sigmoid,aot,bco_pair]", "loss.variant_weights=[0.5,0.3,0.2]"]
+    common = [*TINY_TRAIN, *STEPS, *variants, f"logger.tracking_uri={mlflow_uri}", "seed=3"]
     ddp = run_hipo(
         [
             "train",
@@ -60,6 +63,16 @@ def test_ddp_over_two_processes_equals_one_process_with_twice_the_batch(
 
     ddp_weights, single_weights = final_weights(ddp_dir), final_weights(tmp_path / "single")
     assert ddp_weights.keys() == single_weights.keys()
+    ddp_state, single_state = (
+        torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+        for d in (ddp_dir, tmp_path / "single")
+    )
+    assert single_state["loss_fn.bco_reward_count"].tolist() == [32.0] * 4  # 4 steps x 4 pairs x 2 rewards, per term
+    assert torch.equal(ddp_state["loss_fn.bco_reward_count"], single_state["loss_fn.bco_reward_count"])
+    # the sums of rewards are all-reduced (one process alone would hold about half); the rewards themselves move
+    # with the weights' float rounding (seen: relative 4e-5)
+    ddp_sum, single_sum = ddp_state["loss_fn.bco_reward_sum"], single_state["loss_fn.bco_reward_sum"]
+    torch.testing.assert_close(ddp_sum, single_sum, atol=0, rtol=1e-3)
     initial = build_tiny_model().state_dict()
     assert sum(not torch.equal(v, initial[k]) for k, v in single_weights.items()) > len(single_weights) // 2
     # Adam moves every weight by about lr (1e-3) a step, whatever the gradient's size: a different batch would

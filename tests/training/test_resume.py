@@ -24,6 +24,9 @@ RUN = [
     "model.lora.dropout=0.1",  # draws from the RNG at every step
     "loss/weights=learned",
     "optim.weights_lr=0.05",
+    # BCO's running reward mean is state outside the weights and the optimizer: a resume must continue it
+    "loss.variant=[sigmoid,bco_pair]",
+    "loss.variant_weights=[0.7,0.3]",
     "trainer.max_steps=8",
     "trainer.checkpoint_every_n_steps=2",
     "data.batch_size=4",  # 24 training pairs: 6 steps per epoch, so the runs cross an epoch boundary
@@ -62,6 +65,8 @@ def _assert_same_state(resumed_dir: Path, reference_dir: Path) -> None:
     assert got["global_step"] == want["global_step"] == 8
     assert got["state_dict"].keys() == want["state_dict"].keys()
     assert any("loss_fn.weights" in k for k in want["state_dict"])  # learned segment weights are in it
+    # BCO's running mean, per term (Rq, Mt, Ra, whole): 8 steps of 4 pairs, both rewards of each
+    assert want["state_dict"]["loss_fn.bco_reward_count"].tolist() == [64.0] * 4
     for key, value in want["state_dict"].items():
         assert torch.equal(got["state_dict"][key], value), key
     for got_opt, want_opt in zip(got["optimizer_states"], want["optimizer_states"], strict=True):
