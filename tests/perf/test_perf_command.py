@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,33 @@ def test_chunked_logprobs_use_at_most_half_the_naive_memory() -> None:
     chunked, naive = peaks["chunked"] - peaks["decoder"], peaks["naive"] - peaks["decoder"]
     assert naive > 0.18  # at least the logits
     assert chunked <= 0.5 * naive
+
+
+def test_reference_free_variants_run_no_reference_in_perf(tmp_path: Path) -> None:
+    """``reference_free_cpu`` in smoke size: a reference-free record says so and its loss starts where SimPO / ORPO
+    start (not at DPO's log 2, which a reference equal to the policy would give); an isolated variant builds no
+    reference at all."""
+    out = tmp_path / "perf.json"
+    cfg = compose_perf([*SMALL, "perf/suite=reference_free_cpu", "perf.isolation=inline", f"perf.out={out}"])
+    perf_command(cfg)
+    payload = json.loads(out.read_text())
+    records = {r["variant"]: r for r in payload["records"]}
+    assert list(records) == [
+        "same/dpo",
+        "same/dpo:simpo",
+        "same/dpo:cpo",
+        "same/dpo:orpo",
+        "same/hipo",
+        "same/hipo:simpo",
+    ]
+    assert [r["needs_reference"] for r in records.values()] == [True, False, False, False, True, False]
+    assert (
+        records["same/dpo:simpo"]["loss_variant"] == "simpo" and records["same/hipo:simpo"]["loss_variant"] == "simpo"
+    )
+    assert records["same/dpo"]["step0_loss"] == pytest.approx(0.693147, abs=1e-5)  # a fresh LoRA is its reference
+    assert records["same/dpo:cpo"]["step0_loss"] > 1.0  # CPO's NLL term (nats per token of a random model) is in it
+    assert {r["name"] for r in payload["ratios"]} == {"simpo_vs_dpo", "cpo_vs_dpo", "orpo_vs_dpo", "hipo_simpo_vs_hipo"}
+    perf = to_perf_config(compose_perf([*SMALL]))
+    runner = VariantRunner(perf, "simpo", replace(perf.suite.variants["hipo"], loss="dpo", loss_variant="simpo"))
+    assert runner.reference is None and runner.module._reference is None
+    assert torch.isfinite(torch.tensor(runner.step().loss))

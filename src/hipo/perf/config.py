@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 
 from omegaconf import MISSING
 
+from hipo.losses.variants import VARIANTS
+
 LOSSES = ("dpo", "hipo", "kto")
 FRAMEWORKS = ("hipo", "hipo_train", "trl")
 REFERENCES = ("live", "cached")
@@ -91,6 +93,8 @@ class VariantConfig:
             :mod:`hipo.perf.train_loop`) | trl (TRL's ``DPOTrainer`` on the same model, pairs and settings: see
             :mod:`hipo.perf.trl_variant`; needs the ``[compare]`` extra; loss dpo, not packed).
         loss: dpo | hipo | kto (KTO sees the pairs as 2B unpaired examples plus 2B KL sequences).
+        loss_variant: (dpo, hipo) the loss variant of :mod:`hipo.losses.variants` (``hipo train``'s
+            ``loss.variant``); a reference-free one (simpo, cpo, orpo) builds and runs no reference.
         packed: padding-free rows (else one padded row per sequence).
         reference: live (a no-grad reference pass per step) | cached (precomputed before timing).
         lora: LoRA adapters (r = ``perf.lora_r``) instead of full fine-tuning.
@@ -107,6 +111,7 @@ class VariantConfig:
 
     framework: str = "hipo"
     loss: str = "hipo"
+    loss_variant: str = "sigmoid"
     packed: bool = True
     reference: str = "live"
     lora: bool = True
@@ -135,9 +140,10 @@ class SuiteConfig:
     """The variants compared in one run and the ratios printed between them.
 
     Attributes:
-        same_process_losses: paired losses (e.g. [dpo, hipo]) also timed in ONE process on ONE model: each round
-            takes the next batch and runs one step per loss on it (rotating the order), swapping only the loss
-            module. This isolates the loss's own cost from process-to-process noise; records ``same/<loss>``.
+        same_process_losses: paired losses, ``LOSS`` or ``LOSS:VARIANT`` (e.g. [dpo, hipo, "dpo:simpo"]), also
+            timed in ONE process on ONE model: each round takes the next batch and runs one step per loss on it
+            (rotating the order), swapping only the loss module. This isolates the loss's own cost from
+            process-to-process noise; records ``same/<loss>``.
         same_process_loop: a ``framework: hipo_train`` variant also timed against its bare step in ONE process on
             ONE model: before each of the loop's steps, outside its clocks, the same batch takes a bare step (by
             hand, its own optimizer); records ``same/bare`` and ``same/loop`` (null: not run).
@@ -216,6 +222,10 @@ def check_variant(name: str, variant: VariantConfig) -> None:
         raise ValueError(f"{where}.framework must be one of {FRAMEWORKS}, got {variant.framework!r}")
     if variant.loss not in LOSSES:
         raise ValueError(f"{where}.loss must be one of {LOSSES}, got {variant.loss!r}")
+    if variant.loss_variant not in VARIANTS:
+        raise ValueError(f"{where}.loss_variant must be one of {', '.join(VARIANTS)}, got {variant.loss_variant!r}")
+    if variant.loss_variant != "sigmoid" and variant.loss == "kto":
+        raise ValueError(f"{where}.loss_variant: loss=kto has no pairwise variants")
     if variant.reference not in REFERENCES:
         raise ValueError(f"{where}.reference must be one of {REFERENCES}, got {variant.reference!r}")
     if variant.dtype not in DTYPES:
@@ -225,6 +235,8 @@ def check_variant(name: str, variant: VariantConfig) -> None:
     if variant.framework == "trl":
         if variant.loss != "dpo":
             raise ValueError(f"{where}: framework=trl runs TRL's DPOTrainer, so loss must be dpo, got {variant.loss!r}")
+        if variant.loss_variant != "sigmoid":
+            raise ValueError(f"{where}: framework=trl times TRL's sigmoid loss; got {variant.loss_variant!r}")
         if variant.packed:
             raise ValueError(f"{where}: framework=trl needs packed=false (TRL 1.16 disables padding_free)")
         if variant.autocast is not None:

@@ -186,10 +186,11 @@ def run_same_process_losses(cfg: PerfConfig, log: Any = print) -> list[VariantRe
     """
     losses = list(cfg.suite.same_process_losses)
     _set_threads(cfg)
-    runner = VariantRunner(cfg, "same", VariantConfig(loss=losses[0]))
+    # the shared model's reference serves the losses that read one (a reference-free loss runs none)
+    runner = VariantRunner(cfg, "same", VariantConfig(loss=losses[0].partition(":")[0]))
     modules = {name: build_loss(name, list(cfg.segments)) for name in losses}
     if not all(module.paired for module in modules.values()):
-        raise ValueError(f"perf.same_process_losses must be paired losses (dpo, hipo), got {losses}")
+        raise ValueError(f"perf.same_process_losses must be paired losses (dpo, hipo, LOSS:VARIANT), got {losses}")
     steps: dict[str, list[StepResult]] = {name: [] for name in losses}
     for index in range(cfg.warmup_steps + cfg.steps):
         position, _ = runner.next_batch()
@@ -201,7 +202,9 @@ def run_same_process_losses(cfg: PerfConfig, log: Any = print) -> list[VariantRe
     results: list[VariantResult] = []
     for name in losses:
         record = _finish(runner, steps[name], "shared process (one model for all losses)", 0)
-        record.variant, record.settings = f"same/{name}", {**asdict(runner.variant), "loss": name}
+        loss, variant = modules[name], getattr(modules[name], "variant", "sigmoid")
+        settings = {**asdict(runner.variant), "loss": name.partition(":")[0], "loss_variant": variant}
+        record.variant, record.settings = f"same/{name}", {**settings, "needs_reference": loss.needs_reference}
         results.append(record)
     return results
 

@@ -30,14 +30,19 @@ from hipo.training.ref_cache import CachedReference, compute_table, pair_sequenc
 DPO_BETA = 0.1  # the project's DPO (and KTO) default; TRL's variant uses the same
 
 
-def build_loss(name: str, segments: list[str]) -> PreferenceLoss:
-    """The loss modules with the project's default hyper-parameters (HiPO: the paper's fixed weights)."""
+def build_loss(name: str, segments: list[str], variant: str = "sigmoid") -> PreferenceLoss:
+    """The loss modules with the project's default hyper-parameters (HiPO: the paper's fixed weights); ``name`` may
+    carry the variant as ``LOSS:VARIANT`` (``dpo:simpo``)."""
+    name, _, suffix = name.partition(":")
+    variant = suffix or variant
     if name == "dpo":
-        return DPOLoss(beta=DPO_BETA, segment_names=segments)
+        return DPOLoss(beta=DPO_BETA, segment_names=segments, variant=variant)
     if name == "hipo":
         weights = FixedWeights([0.25, 0.25, 0.20, 0.30] if len(segments) == 3 else [1.0] * (len(segments) + 1))
-        return HiPOLoss(beta=0.2, weights=weights, segment_names=segments)
+        return HiPOLoss(beta=0.2, weights=weights, segment_names=segments, variant=variant)
     if name == "kto":
+        if variant != "sigmoid":
+            raise ValueError(f"loss kto has no pairwise variant; got {variant!r}")
         return KTOLoss(beta=DPO_BETA, segment_names=segments)
     raise ValueError(f"unknown loss {name!r}")
 
@@ -75,7 +80,7 @@ class VariantRunner:
         if variant.lora:
             model = apply_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=0.0)
         maybe_compile(model, variant.compile)
-        self.loss = build_loss(variant.loss, list(cfg.segments))
+        self.loss = build_loss(variant.loss, list(cfg.segments), variant.loss_variant)
         segments = len(cfg.segments)
         pairs = synthetic_pairs(cfg.mix, cfg.pairs_per_step * cfg.num_batches, segments, cfg.shape.vocab_size, cfg.seed)
         self.pairs = pairs
@@ -103,7 +108,10 @@ class VariantRunner:
         self._next = 0
 
     def _reference(self, model: nn.Module, pairs: list[Any]) -> Any:
-        """The live reference function, or a cached one precomputed over every synthetic sequence."""
+        """The live reference function, or a cached one precomputed over every synthetic sequence; None for a
+        reference-free loss (as ``hipo train`` builds none)."""
+        if not self.loss.needs_reference:
+            return None
         chunk = self.cfg.logprob_chunk_size
         if self.variant.reference == "live":
             policy_reference = build_reference(model)
