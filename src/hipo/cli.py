@@ -226,6 +226,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {message}\nhint: {hint}", file=sys.stderr)
         raise SystemExit(USER_ERROR_EXIT_CODE)
     module_name, function_name, config_name = COMMANDS[command]
+    if command in ("train", "perf", "iterate"):
+        # before any torch op starts the intra-op thread pool: its threads inherit the setting when created
+        from hipo.training.denormals import flush_denormals
+
+        flush_denormals()
     if command == "report":  # `experiment` names a config group of `hipo train`; for reports it is a plain value
         rest = [f"experiment_config={a.split('=', 1)[1]}" if a.startswith("experiment=") else a for a in rest]
     call = _Invocation(argv=[sys.argv[0], command, *rest])

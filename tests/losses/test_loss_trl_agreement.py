@@ -55,15 +55,17 @@ def project_loss(
 ) -> torch.Tensor:
     """The loss module on the project's batch of ``pairs`` (padded rows), the reference scored without grad."""
     batch = PairCollator(pad_id=2, num_segments=NUM_SEGMENTS)(pairs)
-    policy_logps = sequence_segment_logps(policy.train(), batch)
+    tails = loss.reads_tails
+    policy_logps = sequence_segment_logps(policy.train(), batch, paired_tails=tails)
     reference_logps = None
     if loss.needs_reference:
         with torch.no_grad():
-            reference_logps = sequence_segment_logps(reference.eval(), batch)
+            reference_logps = sequence_segment_logps(reference.eval(), batch, paired_tails=tails)
     return loss(policy_logps, reference_logps, batch).loss.detach()
 
 
-# (TRL's DPOConfig fields, the project's DPOLoss arguments): every loss_type of TRL 1.16's DPOTrainer but sft alone
+# (TRL's DPOConfig fields, the project's DPOLoss arguments): every loss_type of TRL 1.16's DPOTrainer but sft alone,
+# f-divergences, LD-DPO's ld_alpha, an MPO combination
 DPO_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "sigmoid": ({"loss_type": ["sigmoid"]}, {"variant": "sigmoid"}),
     "hinge": ({"loss_type": ["hinge"]}, {"variant": "hinge"}),
@@ -94,6 +96,8 @@ DPO_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"loss_type": ["sigmoid"], "f_divergence_type": "alpha_divergence", "f_alpha_divergence_coef": 0.3},
         {"variant": "sigmoid", "f_divergence": "alpha_divergence", "f_alpha": 0.3},
     ),
+    "ld_dpo": ({"loss_type": ["sigmoid"], "ld_alpha": 0.4}, {"variant": "sigmoid", "ld_alpha": 0.4}),
+    "ld_ipo": ({"loss_type": ["ipo"], "ld_alpha": 0.0}, {"variant": "ipo_norm", "ld_alpha": 0.0}),
     "mpo_with_sft": (
         {"loss_type": ["sigmoid", "bco_pair", "sft"], "loss_weights": [0.8, 0.2, 1.0]},
         {

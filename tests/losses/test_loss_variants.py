@@ -228,3 +228,29 @@ def test_unset_label_smoothing_is_each_variants_default() -> None:
     assert shared("sigmoid", 0.5, None) == pytest.approx(nls(1.0), abs=1e-15)
     combined = 0.5 * shared("exo_pair", 0.5, 1e-3) + 0.5 * shared("hinge", 0.5, 0.0)
     assert shared(("exo_pair", "hinge"), 0.5, None, variant_weights=(0.5, 0.5)) == pytest.approx(combined, abs=1e-12)
+
+
+def test_ld_alpha_scores_shared_plus_alpha_times_tail_per_segment() -> None:
+    """HiPO with ``ld_alpha``: each term's sums become ``sums - (1 - alpha) * tails`` on the policy and the
+    reference, per segment (the tails are the pooling's); the NLL term keeps the plain sums; no tails is an error."""
+    from hipo.losses.modules import HiPOLoss
+    from hipo.losses.types import SegmentLogps
+    from hipo.losses.weights import FixedWeights
+
+    counts = torch.tensor([[2, 3], [1, 3]])
+    policy = SegmentLogps(torch.tensor([[-3.0, -6.0], [-1.0, -5.0]]), counts, torch.tensor([[-2.0, 0.0], [0.0, 0.0]]))
+    reference = SegmentLogps(torch.tensor([[-2.5, -6.5], [-1.5, -4.0]]), counts, torch.tensor([[-1.0, 0.0], [0, 0]]))
+    weights = FixedWeights([0.4, 0.6])
+    ld = HiPOLoss(beta=0.5, weights=weights, segment_names=["Mt"], ld_alpha=0.25, nll_weight=0.5)
+    got = ld(policy, reference, None).loss  # type: ignore[arg-type]  # no batch: the NLL reads the counts
+    # by hand: Mt chosen -3 - 0.75 * -2 = -1.5, reference -2.5 - 0.75 * -1 = -1.75; rejected Mt -1 / -1.5 (no tail);
+    # whole terms have no tail. Mt: h = (-1.5 + 1.75) - (-1 + 1.5) = -0.25; whole: (-6 + 6.5) - (-5 + 4) = 1.5
+    by_hand = 0.4 * math.log1p(math.exp(0.5 * 0.25)) + 0.6 * math.log1p(math.exp(-0.5 * 1.5))
+    nll = 6.0 / 3  # the chosen whole sum, plain: -(-6) over 3 tokens
+    assert float(got) == pytest.approx(by_hand + 0.5 * nll, abs=1e-6)
+    plain = HiPOLoss(beta=0.5, weights=weights, segment_names=["Mt"], nll_weight=0.5)(policy, reference, None)  # type: ignore[arg-type]
+    assert float(plain.loss) != pytest.approx(float(got), abs=1e-3)
+    with pytest.raises(ValueError, match="paired_tails=True"):
+        ld(SegmentLogps(policy.sums, counts), reference, None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"ld_alpha must lie in \[0, 1\]"):
+        HiPOLoss(beta=0.5, weights=weights, segment_names=["Mt"], ld_alpha=1.5)

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hipo.models.pooling import pool_segments
+from hipo.models.pooling import paired_tail_sums, pool_segments
 
 
 def naive_pool(logps, segment_ids, sequence_ids, num_sequences, num_segments):
@@ -125,3 +125,56 @@ def test_bad_input_names_the_tensor(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         pool_segments(**args)
+
+
+def naive_tails(logps, segment_ids, sequence_ids, num_sequences, num_segments):
+    """Reference for paired_tail_sums: tokens in row-major order, a running count per cell, the tokens at or past
+    the cell's shared length (the smaller count of the pair's two sides) summed."""
+    _, counts = naive_pool(logps, segment_ids, sequence_ids, num_sequences, num_segments)
+    half = num_sequences // 2
+    tails = torch.zeros(num_sequences, num_segments + 1, dtype=torch.float64)
+    seen = torch.zeros_like(counts)
+    for r in range(logps.shape[0]):
+        for t in range(logps.shape[1]):
+            k, n = int(segment_ids[r, t]), int(sequence_ids[r, t])
+            if k < 0:
+                continue
+            partner = n + half if n < half else n - half
+            for cell in ([k] if k < num_segments else []) + [num_segments]:
+                if seen[n, cell] >= min(counts[n, cell], counts[partner, cell]):
+                    tails[n, cell] += float(logps[r, t])
+                seen[n, cell] += 1
+    return tails
+
+
+def test_tails_hand_computed_pair():
+    """Chosen (seq 0): Mt tokens -1, -2, -3, then an Ra token -4; rejected (seq 1): one Mt token -5, Ra -6, -7.
+    Shared lengths: Mt min(3, 1) = 1, Ra min(1, 2) = 1, whole min(4, 3) = 3. Tails: chosen Mt -2 - 3 = -5, Ra 0,
+    whole (its 4th token) -4; rejected Mt 0, Ra -7, whole 0 (3 tokens, all shared)."""
+    logps = torch.tensor([[9.0, -1.0, -2.0, -3.0, -4.0], [9.0, -5.0, -6.0, -7.0, 9.0]])
+    seg = torch.tensor([[-1, 0, 0, 0, 1], [-1, 0, 1, 1, -1]])
+    seq = torch.tensor([[0, 0, 0, 0, 0], [1, 1, 1, 1, -1]])
+    pooled = pool_segments(logps, seg, seq, num_sequences=2, num_segments=2)
+    tails = paired_tail_sums(logps, seg, seq, pooled.counts, num_segments=2)
+    torch.testing.assert_close(tails, torch.tensor([[-5.0, 0.0, -4.0], [0.0, -7.0, 0.0]]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 4),
+    length=st.integers(1, 9),
+    pairs=st.integers(1, 3),
+    num_segments=st.integers(1, 3),
+    seed=st.integers(0, 10_000),
+)
+def test_tails_match_naive_loop(rows, length, pairs, num_segments, seed):
+    g = torch.Generator().manual_seed(seed)
+    logps = -torch.rand(rows, length, generator=g, dtype=torch.float64) * 5
+    seg = torch.randint(-1, num_segments + 1, (rows, length), generator=g)
+    seq = torch.randint(0, 2 * pairs, (rows, length), generator=g)
+    seq = torch.where(seg < 0, torch.full_like(seq, -1), seq)
+    pooled = pool_segments(logps, seg, seq, 2 * pairs, num_segments)
+    tails = paired_tail_sums(logps, seg, seq, pooled.counts, num_segments)
+    torch.testing.assert_close(tails, naive_tails(logps, seg, seq, 2 * pairs, num_segments))
+    with pytest.raises(ValueError, match=r"\[2B, S\+1\]"):
+        paired_tail_sums(logps, seg, seq, pooled.counts[:1], num_segments)

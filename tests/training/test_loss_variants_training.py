@@ -122,3 +122,35 @@ def test_a_reference_free_variant_trains_with_no_reference_at_all(
     metrics = run.data.metrics
     assert {"val_before/rewards/margin/whole", "val_after/rewards/margin/whole", "train/nll"} <= set(metrics)
     assert metrics["val_after/rewards/margin/whole"] != metrics["val_before/rewards/margin/whole"]
+
+
+def test_ld_alpha_trains_per_segment_with_the_live_reference_and_refuses_the_cache(
+    tiny_cfg: Callable[..., DictConfig],
+) -> None:
+    """LD-DPO's tails reach the loss from `hipo train`'s own policy and reference passes; the reference cache keeps
+    no tails, so asking for both is a config error before any model loads."""
+    from hipo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="loss.ld_alpha: .*reference_cache=false"):
+        prepare_job(tiny_cfg("method=hipo", "loss.ld_alpha=0.5", "reference_cache=true"))
+    cfg = tiny_cfg("method=hipo", "loss.ld_alpha=0.5", "trainer.max_steps=2")
+    train_app.train(cfg)
+    client = MlflowClient(cfg.logger.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name(cfg.logger.experiment_name).experiment_id])
+    assert run.info.status == "FINISHED" and {"train/term_loss/Mt", "val_after/rewards/margin/Mt"} <= set(
+        run.data.metrics
+    )
+
+
+def test_subnormals_flushed_first_are_flushed_in_every_thread() -> None:
+    """Set before the first torch op (as the ``hipo`` command does), flush-to-zero holds in the intra-op pool's
+    threads too: every element of a 2-thread product that would be subnormal is 0."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; from hipo.training.denormals import flush_denormals; torch.set_num_threads(2); "
+        "assert flush_denormals(); a = torch.full((4_000_000,), 1e-30); print(float(((a * 1e-9) == 0).float().mean()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert float(out.stdout.strip()) == 1.0

@@ -72,11 +72,11 @@ def build_policy(model_cfg: DictConfig, with_reference: bool = True) -> PolicyBu
     return PolicyBundle(policy=model, tokenizer=tokenizer, reference=reference)
 
 
-def reference_fn(reference: Any, chunk_size: int):  # noqa: ANN201 - a closure
-    """``batch -> SegmentLogps`` of a live reference."""
+def reference_fn(reference: Any, chunk_size: int, paired_tails: bool = False):  # noqa: ANN201 - a closure
+    """``batch -> SegmentLogps`` of a live reference (with LD-DPO's tails when the loss reads them)."""
 
     def compute(batch: Any) -> SegmentLogps:
-        return reference.segment_logps(batch, chunk_size=chunk_size)
+        return reference.segment_logps(batch, chunk_size=chunk_size, paired_tails=paired_tails)
 
     return compute
 

@@ -108,6 +108,10 @@ def main() -> None:
     """``python -m hipo.app.perf_command [overrides]``: ``hipo perf``'s app."""
     import hydra
 
+    from hipo.training.denormals import flush_denormals
+
+    flush_denormals()  # before the first torch op (see hipo.training.denormals)
+
     from hipo.cli import config_dir
     from hipo.config.register import register_configs
 

@@ -186,7 +186,8 @@ def _preference_module(cfg: DictConfig, job: TrainingJob, process: ProcessInfo) 
     tokenizer."""
     needs_reference = bool(job.loss.needs_reference)
     bundle = build_policy(cfg.model, with_reference=needs_reference)
-    reference = reference_fn(bundle.reference, cfg.model.logprob_chunk_size) if needs_reference else None
+    chunk, tails = cfg.model.logprob_chunk_size, bool(job.loss.reads_tails)
+    reference = reference_fn(bundle.reference, chunk, paired_tails=tails) if needs_reference else None
     if cfg.reference_cache and reference is not None:
         with rank_zero_first(process):
             reference = cached_reference_fn(cfg, bundle, job.datamodule, reference)

@@ -66,6 +66,11 @@ def prepare_job(cfg: DictConfig) -> TrainingJob:
     output_dir = Path(str(cfg.output_dir))
     with config_errors("loss"):
         loss = instantiate_component(cfg.loss)
+    if cfg.reference_cache and loss.reads_tails and loss.needs_reference:
+        raise ConfigError(
+            "loss.ld_alpha: LD-DPO splits each reference sum at the pair's shared length, which the reference cache "
+            "does not keep; set reference_cache=false (the live reference computes it)"
+        )
     benchmarks = None
     if cfg.evaluate.enabled:  # every benchmark file is read and checked here, before any model or run
         from hipo.app.eval_command import load_benchmarks

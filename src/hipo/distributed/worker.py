@@ -24,7 +24,9 @@ def main() -> None:
     assert isinstance(cfg, DictConfig)
     from hipo.app.train import train
     from hipo.errors import exit_code_of
+    from hipo.training.denormals import flush_denormals
 
+    flush_denormals()  # as rank 0's `hipo train` (before this process's first torch op)
     try:
         train(cfg)
     except BaseException as error:  # noqa: BLE001 - every outcome becomes an exit code

@@ -59,6 +59,8 @@ class PreferenceLoss(nn.Module, ABC):
         responses_only: whether it consumes the chosen responses alone (SFT): no rejected side, no KL rows.
         needs_reference: whether it reads the reference's log-probs (SFT and the reference-free variants SimPO, CPO
             and ORPO do not: no reference is built or run).
+        reads_tails: whether it reads LD-DPO's tails (``SegmentLogps.tails``): the caller then scores with
+            ``paired_tails=True``, the policy and the reference alike.
         beta: inverse temperature of the implicit reward beta * (log pi - log pi_ref) (also the held-out metrics').
         weights: the ``SegmentWeights`` submodule fusing the S+1 terms, or None for a loss without segment weights.
         segment_names: the S named segments.
@@ -70,6 +72,7 @@ class PreferenceLoss(nn.Module, ABC):
     paired: ClassVar[bool]
     responses_only: ClassVar[bool] = False
     needs_reference: bool = True  # an instance may narrow it (a reference-free variant)
+    reads_tails: bool = False  # an instance may set it (LD-DPO's ld_alpha)
     beta: float
     weights: SegmentWeights | None
     collective: BatchCollective | None = None  # set by the training loop under DDP: gathers batch-wide state
@@ -211,6 +214,10 @@ class PairedPreferenceLoss(PreferenceLoss):
         simpo_gamma: SimPO's target margin gamma.
         bco_running_mean: ``bco_pair`` shifts the rewards by their running mean (the BCO paper); False: no shift
             (TRL 1.16's ``bco_pair``).
+        ld_alpha: LD-DPO (Liu et al. 2024): every log-prob sum of the variant's terms becomes ``shared + ld_alpha *
+            tail``, the tail being the tokens past the length the pair's two sides share, per term (each segment
+            against the same segment of the other side); in [0, 1], None: off. The NLL term and the held-out
+            metrics read the plain sums.
 
     Raises:
         ValueError: bad segment names or NLL weight, or an invalid variant setting (:func:`check_spec`).
@@ -231,7 +238,10 @@ class PairedPreferenceLoss(PreferenceLoss):
         discopop_tau: float = 0.05,
         simpo_gamma: float = 0.5,
         bco_running_mean: bool = True,
+        ld_alpha: float | None = None,
     ) -> None:
+        if ld_alpha is not None and not 0.0 <= float(ld_alpha) <= 1.0:
+            raise ValueError(f"ld_alpha must lie in [0, 1] (1: no down-weighting) or be null; got {ld_alpha!r}")
         weights = None if variant_weights is None else tuple(float(w) for w in variant_weights)
         options = VariantOptions(weights, str(f_divergence), float(f_alpha), float(discopop_tau), float(simpo_gamma))
         spec = variant_spec(beta, variant if isinstance(variant, str) else list(variant), label_smoothing, options)
@@ -243,6 +253,8 @@ class PairedPreferenceLoss(PreferenceLoss):
         self.options = options
         self.needs_reference = spec.needs_reference
         self.bco_running_mean = "bco_pair" in spec.variants and bool(bco_running_mean)
+        self.ld_alpha = None if ld_alpha is None else float(ld_alpha)
+        self.reads_tails = self.ld_alpha is not None
         if self.bco_running_mean:
             terms = self.loss_terms()
             self.register_buffer("bco_reward_sum", torch.zeros(terms, dtype=torch.float64))
@@ -283,15 +295,26 @@ class PairedPreferenceLoss(PreferenceLoss):
         ref_chosen = ref_rejected = None
         if reference is not None:
             chosen_ref, rejected_ref = self.split(reference)
-            ref_chosen, ref_rejected = chosen_ref.sums[:, columns], rejected_ref.sums[:, columns]
+            ref_chosen, ref_rejected = self.term_sums(chosen_ref, columns), self.term_sums(rejected_ref, columns)
         return PairLogps(
-            chosen.sums[:, columns],
-            rejected.sums[:, columns],
+            self.term_sums(chosen, columns),
+            self.term_sums(rejected, columns),
             ref_chosen,
             ref_rejected,
             chosen.counts[:, columns],
             rejected.counts[:, columns],
         )
+
+    def term_sums(self, side: SegmentLogps, columns: slice) -> torch.Tensor:
+        """The sums the variant scores, [B, K]: the plain sums, or LD-DPO's ``shared + ld_alpha * tail``."""
+        if self.ld_alpha is None:
+            return side.sums[:, columns]
+        if side.tails is None:
+            raise ValueError(
+                f"{type(self).__name__}: ld_alpha reads the log-probs past the shared length (SegmentLogps.tails), "
+                "which these log-probs lack: score with paired_tails=True (a cached reference has none)"
+            )
+        return (side.sums - (1.0 - self.ld_alpha) * side.tails)[:, columns]
 
     def implicit_rewards(
         self, policy: SegmentLogps, reference: SegmentLogps | None
@@ -413,6 +436,7 @@ class HiPOLoss(PairedPreferenceLoss):
         discopop_tau: float = 0.05,
         simpo_gamma: float = 0.5,
         bco_running_mean: bool = True,
+        ld_alpha: float | None = None,
     ) -> None:
         super().__init__(
             beta,
@@ -426,6 +450,7 @@ class HiPOLoss(PairedPreferenceLoss):
             discopop_tau,
             simpo_gamma,
             bco_running_mean,
+            ld_alpha,
         )
         self.weights = checked_weights(self, weights)
 

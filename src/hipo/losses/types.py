@@ -15,17 +15,22 @@ class SegmentLogps:
     Attributes:
         sums: [N, S+1] summed token log-probs per named segment; column S is the whole response.
         counts: [N, S+1] number of tokens pooled into each cell (0 = empty segment).
+        tails: [N, S+1] the part of ``sums`` past each cell's shared length with its pair's other side (LD-DPO's
+            verbose tokens; :func:`hipo.models.pooling.paired_tail_sums`), or None when not asked for.
     """
 
     sums: torch.Tensor
     counts: torch.Tensor
+    tails: torch.Tensor | None = None
 
     def rows(self, start: int, stop: int) -> SegmentLogps:
         """Sequences ``start..stop-1``."""
-        return SegmentLogps(self.sums[start:stop], self.counts[start:stop])
+        tails = None if self.tails is None else self.tails[start:stop]
+        return SegmentLogps(self.sums[start:stop], self.counts[start:stop], tails)
 
     def detach(self) -> SegmentLogps:
-        return SegmentLogps(self.sums.detach(), self.counts.detach())
+        tails = None if self.tails is None else self.tails.detach()
+        return SegmentLogps(self.sums.detach(), self.counts.detach(), tails)
 
 
 @dataclass

@@ -27,7 +27,7 @@ from torch.utils.checkpoint import checkpoint
 
 from hipo.data.batch import TokenBatch
 from hipo.losses.types import SegmentLogps
-from hipo.models.pooling import pool_segments
+from hipo.models.pooling import paired_tail_sums, pool_segments
 
 PackedAttention = Literal["position_ids", "mask"]
 
@@ -273,7 +273,13 @@ def sequence_segment_logps(
     batch: TokenBatch,
     chunk_size: int = 1024,
     packed_attention: PackedAttention = "position_ids",
+    paired_tails: bool = False,
 ) -> SegmentLogps:
-    """Per-sequence, per-segment log-prob sums and counts [N, S+1]: :func:`token_logps` then ``pool_segments``."""
+    """Per-sequence, per-segment log-prob sums and counts [N, S+1]: :func:`token_logps` then ``pool_segments``;
+    with ``paired_tails`` (a paired batch) also LD-DPO's tails (:func:`~hipo.models.pooling.paired_tail_sums`)."""
     logps = token_logps(model, batch, chunk_size=chunk_size, packed_attention=packed_attention)
-    return pool_segments(logps, batch.segment_ids, batch.sequence_ids, batch.num_sequences, batch.num_segments)
+    pooled = pool_segments(logps, batch.segment_ids, batch.sequence_ids, batch.num_sequences, batch.num_segments)
+    if not paired_tails:
+        return pooled
+    tails = paired_tail_sums(logps, batch.segment_ids, batch.sequence_ids, pooled.counts, batch.num_segments)
+    return SegmentLogps(pooled.sums, pooled.counts, tails)

@@ -1,4 +1,5 @@
-"""Pool per-token log-probs into per-sequence, per-segment sums and counts with one scatter."""
+"""Pool per-token log-probs into per-sequence, per-segment sums and counts with one scatter; and, for LD-DPO, the
+part of each sum past the length the pair's two sides share."""
 
 from __future__ import annotations
 
@@ -51,6 +52,59 @@ def pool_segments(
     sums = pooled[:, 0].reshape(num_sequences, width)
     counts = pooled[:, 1].detach().round().long().reshape(num_sequences, width)
     return SegmentLogps(sums=sums, counts=counts)
+
+
+def paired_tail_sums(
+    token_logps: torch.Tensor,
+    segment_ids: torch.Tensor,
+    sequence_ids: torch.Tensor,
+    counts: torch.Tensor,
+    num_segments: int,
+) -> torch.Tensor:
+    """LD-DPO's verbose part (Liu et al. 2024) of every cell of a paired batch: the summed log-probs of the tokens
+    past the cell's shared length, [N, S+1].
+
+    Sequences ``0..B-1`` are the chosen responses and ``B..2B-1`` the rejected ones (N = 2B), as the pair collator
+    lays them out. Cell (n, k)'s shared length is ``min(counts[n, k], counts[partner, k])``: the first that many
+    tokens of segment k (column S: of the whole response) on each side are shared, the rest is the tail. Tokens are
+    taken in row-major order, which is each sequence's own order in padded and in packed rows.
+
+    Args:
+        token_logps: [R, T] log-probs (0 where not scored); may require grad.
+        segment_ids: [R, T] ids in ``-1..S``, as :func:`pool_segments` reads them.
+        sequence_ids: [R, T] sequence of each token.
+        counts: [2B, S+1] the batch's cell counts (:func:`pool_segments`).
+        num_segments: S.
+
+    Returns:
+        [2B, S+1] tail sums (fp32 or wider; differentiable).
+    """
+    rows, width = counts.shape
+    if rows % 2 or width != num_segments + 1:
+        raise ValueError(
+            f"paired_tail_sums: counts must be [2B, S+1] = [even, {num_segments + 1}]; got {tuple(counts.shape)}"
+        )
+    half = rows // 2
+    shared = torch.minimum(counts, torch.cat([counts[half:], counts[:half]])).flatten()  # [2B * (S+1)]
+    scored = segment_ids >= 0
+    logps = token_logps[scored].to(torch.promote_types(token_logps.dtype, torch.float32))
+    segments, sequences = segment_ids[scored], sequence_ids[scored]
+    named = segments < num_segments
+    cells = torch.cat([sequences[named] * width + segments[named], sequences * width + num_segments])
+    values = torch.cat([logps[named], logps])
+    tail = _rank_within(cells, rows * width) >= shared[cells]
+    return values.new_zeros(rows * width).index_add(0, cells[tail], values[tail]).reshape(rows, width)
+
+
+def _rank_within(cells: torch.Tensor, num_cells: int) -> torch.Tensor:
+    """[M] each entry's position among the entries of its cell, in order (0 for a cell's first)."""
+    order = torch.argsort(cells, stable=True)
+    sorted_cells = cells[order]
+    per_cell = torch.bincount(sorted_cells, minlength=num_cells)
+    starts = torch.cumsum(per_cell, 0) - per_cell
+    ranks = torch.empty_like(cells)
+    ranks[order] = torch.arange(cells.numel(), device=cells.device) - starts[sorted_cells]
+    return ranks
 
 
 def _check_inputs(

@@ -69,10 +69,11 @@ class Reference:
         with torch.no_grad(), eval_mode(self.model), self._scoring() as model:
             return token_logps(model, batch, chunk_size=chunk_size)
 
-    def segment_logps(self, batch: TokenBatch, chunk_size: int = 1024) -> SegmentLogps:
-        """Per-sequence, per-segment reference log-prob sums and counts [N, S+1], no grad."""
+    def segment_logps(self, batch: TokenBatch, chunk_size: int = 1024, paired_tails: bool = False) -> SegmentLogps:
+        """Per-sequence, per-segment reference log-prob sums and counts [N, S+1] (and LD-DPO's tails with
+        ``paired_tails``), no grad."""
         with torch.no_grad(), eval_mode(self.model), self._scoring() as model:
-            return sequence_segment_logps(model, batch, chunk_size=chunk_size)
+            return sequence_segment_logps(model, batch, chunk_size=chunk_size, paired_tails=paired_tails)
 
     def __call__(self, batch: TokenBatch, chunk_size: int = 1024) -> SegmentLogps:
         return self.segment_logps(batch, chunk_size=chunk_size)
@@ -160,9 +161,9 @@ class FrozenCopyReference(Reference):
         self._follow(batch)
         return super().token_logps(batch, chunk_size)
 
-    def segment_logps(self, batch: TokenBatch, chunk_size: int = 1024) -> SegmentLogps:
+    def segment_logps(self, batch: TokenBatch, chunk_size: int = 1024, paired_tails: bool = False) -> SegmentLogps:
         self._follow(batch)
-        return super().segment_logps(batch, chunk_size)
+        return super().segment_logps(batch, chunk_size, paired_tails)
 
 
 def _adapters_disabled(policy: PeftModel) -> bool:

@@ -28,6 +28,7 @@ from hipo.perf.config import PerfConfig, SuiteConfig, VariantConfig, check_varia
 from hipo.perf.memory import GIB, current_rss_bytes, peak_bytes, reset_peak
 from hipo.perf.results import VariantResult
 from hipo.perf.variant import VariantRunner, build_loss, resolve_device
+from hipo.training.denormals import flush_denormals
 
 if TYPE_CHECKING:
     from hipo.perf.train_loop import TrainLoopRunner
@@ -80,6 +81,7 @@ def _worker(conn: Connection, cfg: PerfConfig, name: str, variant: VariantConfig
     """A spawned worker: build the variant, run one step per ``step`` command (answered once the worker waits for
     the next one), answer ``finish`` with the result."""
     try:
+        flush_denormals()  # first, as the `hipo` command does (a spawned worker starts its own thread pool)
         _set_threads(cfg)
         baseline = current_rss_bytes()
         runner = make_runner(cfg, name, variant)

@@ -81,7 +81,8 @@ class PreferenceModule(L.LightningModule):
     # ---- log-probs -------------------------------------------------------------------------------------------------
     def policy_logps(self, batch: TokenBatch) -> SegmentLogps:
         """Per-segment log-prob sums of the policy, [num_sequences, S+1] (grad flows when enabled)."""
-        return sequence_segment_logps(self.policy, batch, chunk_size=self.logprob_chunk_size)
+        tails = self.loss_fn.reads_tails and self.training  # LD-DPO's loss term; held-out metrics read sums alone
+        return sequence_segment_logps(self.policy, batch, chunk_size=self.logprob_chunk_size, paired_tails=tails)
 
     def reference_logps(self, batch: TokenBatch) -> SegmentLogps:
         """Per-segment log-prob sums of the reference, [num_sequences, S+1], never with grad."""
