@@ -254,3 +254,16 @@ def test_ld_alpha_scores_shared_plus_alpha_times_tail_per_segment() -> None:
         ld(SegmentLogps(policy.sums, counts), reference, None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"ld_alpha must lie in \[0, 1\]"):
         HiPOLoss(beta=0.5, weights=weights, segment_names=["Mt"], ld_alpha=1.5)
+
+
+def test_the_readme_loss_table_lists_every_variant_with_its_reference_need() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme[readme.index("| `loss.variant` | paper |") :].split("\n\n")[0].splitlines()[2:]
+    rows = {line.split("`")[1]: line for line in table}
+    assert len(rows) == len(table) == len(VARIANTS)
+    for name, info in VARIANT_INFO.items():
+        assert name in rows, f"README's loss table has no row for {name}"
+        cells = [cell.strip() for cell in rows[name].split("|")]
+        assert cells[2] == info.paper and cells[3] == ("yes" if info.needs_reference else "**no**"), name
