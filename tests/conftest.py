@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,13 @@ def no_sweep_parent_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in (PARENT_ENV, VARYING_ENV):
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def subnormals_restored() -> Iterator[None]:
+    """The ``hipo`` command flushes subnormal floats (hipo.training.denormals); a test that runs it in this process
+    leaves the default mode behind (hypothesis, for one, refuses to run without subnormals)."""
+    yield
+    import torch
+
+    torch.set_flush_denormal(False)

@@ -66,8 +66,7 @@ def dpo_loss(
         ref_rejected_logps: [B] summed log pi_ref(y_l | x); None with ``ref_chosen_logps``.
         beta: inverse temperature (> 0).
         variant: a variant name, or a list of them combined with ``options.variant_weights`` (MPO).
-        label_smoothing: eps of the variants that take one (cDPO, rDPO's flip rate, EXO, AOT, SimPO, CPO); None:
-            each variant's default (EXO 1e-3, else 0).
+        label_smoothing: eps of the variants that take one; None: each variant's default (EXO 1e-3, else 0).
         chosen_counts: [B] token counts of the chosen responses (length-normalised variants); None: 1.
         rejected_counts: [B] the same for the rejected responses.
         options: f-divergence, DiscoPOP's tau, SimPO's gamma, the combination's weights.
